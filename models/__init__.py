@@ -1,0 +1,235 @@
+"""Reference models: Mobile-Former (our implementation), MobileNetV3 and MobileViT (timm), behind one registry.
+
+    models.list_models() -> list[str]
+    models.create(name, *, checkpoint=None, **overrides) -> nn.Module   (eval mode)
+    models.info(name, resolution=(224, 224), **overrides) -> ModelInfo
+
+MAdds follow the "core" convention of MODELS.md: multiply-adds of convolutions, linear layers and attention
+matmuls at batch 1, counted by running the model under ``torch.utils.flop_counter`` (so no hand-kept numbers).
+Checkpoints load from local files only, with ``torch.load(weights_only=True)`` and strict key matching.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from models.errors import ToolkitError
+from models.registry import Registry
+
+__all__ = ["ModelSpec", "ModelInfo", "ToolkitError", "list_models", "create", "info", "spec",
+           "parse_resolution", "check_resolution", "load_checkpoint", "count_madds"]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+MAX_RESOLUTION = 2048
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registered model: how to build it and what it expects as input."""
+
+    name: str
+    family: str
+    build: Callable[..., Any]  # build(**overrides) -> nn.Module (training mode, fresh weights)
+    default_resolution: tuple[int, int]
+    min_resolution: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    source: str
+    overrides: Mapping[str, type] = field(default_factory=dict)  # allowed override -> its type
+    reported_params_m: float = 0.0
+    reported_madds_m: float = 0.0
+    adapt_state_dict: Callable[[Any, dict], dict] | None = None  # (model, state dict) -> state dict
+
+    @property
+    def resolution_rule(self) -> str:
+        return f"any H and W from {self.min_resolution} to {MAX_RESOLUTION} pixels"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    family: str
+    resolution: tuple[int, int]
+    params: int
+    madds: int
+    default_resolution: tuple[int, int]
+    min_resolution: int
+    resolution_rule: str
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    source: str
+    overrides: dict[str, Any]
+
+    def as_dict(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        return asdict(self)
+
+
+MODELS: Registry[ModelSpec] = Registry("model")
+
+
+def _register_all() -> None:
+    from models import mobileformer, timm_models
+
+    for s in (*mobileformer.specs(), *timm_models.specs()):
+        MODELS.register(s.name, s)
+
+
+_register_all()
+
+
+# --------------------------------------------------------------------------------------------- resolutions
+def parse_resolution(text: str | int | tuple[int, int] | list[int]) -> tuple[int, int]:
+    """'224' -> (224, 224); '192x256' -> (192, 256) (height x width); ints and pairs pass through."""
+    if isinstance(text, int):
+        return (text, text)
+    if isinstance(text, (tuple, list)) and len(text) == 2:
+        return (int(text[0]), int(text[1]))
+    m = re.fullmatch(r"\s*(\d+)\s*(?:[xX]\s*(\d+))?\s*", str(text))
+    if not m:
+        raise ToolkitError(f"bad resolution {text!r}: expected N or HxW, e.g. 224 or 192x256")
+    h = int(m.group(1))
+    return (h, int(m.group(2)) if m.group(2) else h)
+
+
+def format_resolution(res: tuple[int, int]) -> str:
+    return f"{res[0]}x{res[1]}"
+
+
+def spec(name: str) -> ModelSpec:
+    return MODELS.get(name)
+
+
+def check_resolution(name: str, resolution: Any) -> tuple[int, int]:
+    """Parse and validate a resolution for a model; a resolution it can't take is a ToolkitError."""
+    s = spec(name)
+    h, w = parse_resolution(resolution)
+    if not (s.min_resolution <= h <= MAX_RESOLUTION and s.min_resolution <= w <= MAX_RESOLUTION):
+        raise ToolkitError(f"{name} cannot take {h}x{w}: valid resolutions are {s.resolution_rule}")
+    return (h, w)
+
+
+def _check_overrides(s: ModelSpec, overrides: Mapping[str, Any]) -> dict[str, Any]:
+    out = {}
+    for key, value in overrides.items():
+        if key not in s.overrides:
+            valid = ", ".join(s.overrides) or "none"
+            raise ToolkitError(f"{s.name} has no override {key!r}; valid overrides: {valid}")
+        typ = s.overrides[key]
+        if typ is bool and isinstance(value, str):
+            if value.lower() not in ("true", "false", "1", "0"):
+                raise ToolkitError(f"override {key} takes true or false, not {value!r}")
+            value = value.lower() in ("true", "1")
+        try:
+            value = typ(value)
+        except (TypeError, ValueError):
+            raise ToolkitError(f"override {key} takes a {typ.__name__}, not {value!r}") from None
+        if typ is int and value < 1:
+            raise ToolkitError(f"override {key} must be at least 1, not {value}")
+        out[key] = value
+    return out
+
+
+# --------------------------------------------------------------------------------------------- public API
+def list_models() -> list[str]:
+    return MODELS.names()
+
+
+def create(name: str, *, checkpoint: str | Path | None = None, **overrides: Any):
+    """Build a registered model in eval mode, with fresh weights or those of a local checkpoint."""
+    s = spec(name)
+    model = s.build(**_check_overrides(s, overrides))
+    if checkpoint is not None:
+        load_checkpoint(model, checkpoint, s)
+    return model.eval()
+
+
+def count_madds(model: Any, resolution: tuple[int, int]) -> int:
+    """Multiply-adds of one forward pass at batch 1: conv + linear + matmul (incl. attention), via flop_counter."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    fused = [m for m in model.modules() if getattr(m, "fused_attn", False)]
+    for m in fused:  # timm's fused SDPA path: count the same matmuls explicitly
+        m.fused_attn = False
+    try:
+        with FlopCounterMode(display=False) as counter:  # (no no_grad: its module tracker needs grad_fns)
+            model(torch.zeros(1, 3, *resolution))
+    finally:
+        for m in fused:
+            m.fused_attn = True
+    return int(counter.get_total_flops() // 2)
+
+
+@functools.lru_cache(maxsize=256)
+def _info(name: str, resolution: tuple[int, int], frozen: tuple[tuple[str, Any], ...]) -> ModelInfo:
+    s = spec(name)
+    model = create(name, **dict(frozen))
+    return ModelInfo(name=name, family=s.family, resolution=resolution,
+                     params=sum(p.numel() for p in model.parameters()), madds=count_madds(model, resolution),
+                     default_resolution=s.default_resolution, min_resolution=s.min_resolution,
+                     resolution_rule=s.resolution_rule, mean=s.mean, std=s.std, source=s.source,
+                     overrides=dict(frozen))
+
+
+def info(name: str, resolution: Any = (224, 224), **overrides: Any) -> ModelInfo:
+    """Parameters, MAdds at `resolution`, input spec and valid-resolution rule of a model (with overrides)."""
+    s = spec(name)
+    res = check_resolution(name, resolution)
+    return _info(name, res, tuple(sorted(_check_overrides(s, overrides).items())))
+
+
+# --------------------------------------------------------------------------------------------- checkpoints
+def read_state_dict(path: str | Path) -> dict:
+    """Read a checkpoint file safely (weights only); accept a bare state dict or one under 'state_dict'/'model'."""
+    import torch
+
+    p = Path(path)
+    if not p.is_file():
+        raise ToolkitError(f"checkpoint not found: {p}")
+    try:
+        obj = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means "not a checkpoint"
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ToolkitError(f"not a loadable weights-only checkpoint: {p} ({reason[:200]})") from None
+    if isinstance(obj, dict):
+        for key in ("state_dict", "model", "state_dict_ema"):
+            if isinstance(obj.get(key), dict):
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ToolkitError(f"not a state dict of tensors: {p}")
+    return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in obj.items()}
+
+
+def _first(items: list[str], n: int = 4) -> str:
+    return ", ".join(items[:n]) + (f" (+{len(items) - n} more)" if len(items) > n else "")
+
+
+def load_checkpoint(model: Any, path: str | Path, s: ModelSpec | None = None) -> None:
+    """Load a local checkpoint into `model` with strict key and shape matching; mismatches are one clear line."""
+    state = read_state_dict(path)
+    if s is not None and s.adapt_state_dict is not None:
+        state = s.adapt_state_dict(model, state)
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing keys: {_first(missing)}")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected keys: {_first(unexpected)}")
+        raise ToolkitError(f"checkpoint {path} does not fit {getattr(s, 'name', 'the model')}: " + "; ".join(parts))
+    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
+             if tuple(state[k].shape) != tuple(v.shape)]
+    if wrong:
+        raise ToolkitError(f"checkpoint {path} has {len(wrong)} tensors of the wrong shape: {_first(wrong, 3)}")
+    model.load_state_dict(state, strict=True)
