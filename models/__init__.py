@@ -76,9 +76,9 @@ MODELS: Registry[ModelSpec] = Registry("model")
 
 
 def _register_all() -> None:
-    from models import mobileformer, timm_models
+    from models import mobileformer_cfg, timm_models
 
-    for s in (*mobileformer.specs(), *timm_models.specs()):
+    for s in (*mobileformer_cfg.specs(), *timm_models.specs()):
         MODELS.register(s.name, s)
 
 

@@ -13,8 +13,8 @@ agree with the authors' implementation. Details that the paper does not state bu
   network (d -> d/4 -> 2C) per activation.
 * 26m = the 52m channel plan with grouped (x4) 1x1 convolutions and ShuffleNet channel shuffles.
 
-The variants are rows of one table (`VARIANTS`); the blocks are shared. Ablation switches (the paper's ablation
-tables) are constructor arguments: ``tokens`` (number of global tokens), ``dyrelu`` (dynamic ReLU or plain ReLU)
+The variants are rows of one table (`VARIANTS`, in mobileformer_cfg.py); the blocks are shared. Ablation switches
+(the paper's ablation tables) are constructor arguments: ``tokens`` (number of global tokens), ``dyrelu`` (dynamic ReLU or plain ReLU)
 and ``bridge`` (False = the Mobile-only network: no tokens, Former or bridges, plain ReLU, a head on pooled
 features only).
 
@@ -25,81 +25,14 @@ Every tensor stays at rank <= 4 except the channel shuffle (rank 5, 26m only), w
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.mobileformer_cfg import VARIANTS, Block, MobileFormerCfg
+
 __all__ = ["Block", "MobileFormerCfg", "VARIANTS", "MobileFormer"]
-
-
-# --------------------------------------------------------------------------------------------- the variant table
-@dataclass(frozen=True)
-class Block:
-    """One row of the architecture table (MODELS.md 1.4).
-
-    kind: "lite" (stage-1 lite bottleneck), "down" (Mobile-Former downsample block, dw-pw-dw-pw) or
-    "mf" (stride-1 Mobile-Former block, pw-dw-pw). e1 multiplies the block's input channels (first expansion),
-    e2 multiplies its output channels (second depthwise of "down" blocks only).
-    """
-
-    kind: str
-    e1: int
-    c_out: int
-    stride: int = 1
-    e2: int = 0
-
-
-def _lite(e1: int, c_out: int, stride: int = 1) -> Block:
-    return Block("lite", e1, c_out, stride)
-
-
-def _down(c_out: int) -> Block:
-    return Block("down", 6, c_out, 2, 4)  # e1 = 6, e2 = 4 in every variant
-
-
-def _mf(e1: int, c_out: int) -> Block:
-    return Block("mf", e1, c_out)
-
-
-@dataclass(frozen=True)
-class MobileFormerCfg:
-    stem: int
-    tokens: int
-    dim: int
-    head_hidden: int
-    blocks: tuple[Block, ...]
-    groups: int = 1
-    dropout: float = 0.0
-    madds_reported: int = 0  # the paper's MAdds (millions), fvcore-total convention
-    params_reported: float = 0.0  # the paper's params (millions)
-
-
-_PLAN_52 = (_lite(3, 12, 2), _mf(3, 12), _down(24), _mf(3, 24), _down(48), _mf(4, 48), _mf(6, 64), _down(96),
-            _mf(6, 96))
-
-# MODELS.md 1.4 (official registry functions); reported MAdds / params from the authors' README.
-VARIANTS: dict[str, MobileFormerCfg] = {
-    "508m": MobileFormerCfg(24, 6, 192, 1920, (
-        _lite(2, 24), _down(40), _mf(3, 40), _down(72), _mf(3, 72), _down(128), _mf(4, 128), _mf(6, 176),
-        _mf(6, 176), _down(240), _mf(6, 240), _mf(6, 240)), dropout=0.3, madds_reported=508, params_reported=14.0),
-    "294m": MobileFormerCfg(16, 6, 192, 1920, (
-        _lite(2, 16), _down(24), _mf(4, 24), _down(48), _mf(4, 48), _down(96), _mf(4, 96), _mf(6, 128),
-        _mf(6, 128), _down(192), _mf(6, 192), _mf(6, 192)), dropout=0.3, madds_reported=294, params_reported=11.4),
-    "214m": MobileFormerCfg(12, 6, 192, 1600, (
-        _lite(2, 12), _down(20), _mf(3, 20), _down(40), _mf(4, 40), _down(80), _mf(4, 80), _mf(6, 112),
-        _mf(6, 112), _down(160), _mf(6, 160), _mf(6, 160)), dropout=0.2, madds_reported=214, params_reported=9.4),
-    "151m": MobileFormerCfg(12, 6, 192, 1280, (
-        _lite(2, 12), _down(16), _mf(3, 16), _down(32), _mf(3, 32), _down(64), _mf(4, 64), _mf(6, 88),
-        _mf(6, 88), _down(128), _mf(6, 128), _mf(6, 128)), dropout=0.2, madds_reported=151, params_reported=7.6),
-    "96m": MobileFormerCfg(12, 4, 128, 1280, (
-        _lite(2, 12), _down(16), _down(32), _mf(3, 32), _down(64), _mf(4, 64), _mf(6, 88), _down(128),
-        _mf(6, 128)), dropout=0.2, madds_reported=96, params_reported=4.6),
-    "52m": MobileFormerCfg(8, 3, 128, 1024, _PLAN_52, dropout=0.2, madds_reported=52, params_reported=3.5),
-    "26m": MobileFormerCfg(8, 3, 128, 1024, _PLAN_52, groups=4, dropout=0.1, madds_reported=26,
-                           params_reported=3.2),
-}
 
 
 # --------------------------------------------------------------------------------------------- small layers
@@ -371,20 +304,3 @@ class MobileFormer(nn.Module):
             z = self.local_global(x, z)
         return self.classifier(x, z)
 
-
-# --------------------------------------------------------------------------------------------- registry entries
-def specs():
-    """One registry entry per row of VARIANTS (names mobileformer_<variant>)."""
-    from functools import partial
-
-    from models import IMAGENET_MEAN, IMAGENET_STD, ModelSpec
-
-    def build(cfg: MobileFormerCfg, **overrides) -> MobileFormer:
-        return MobileFormer(cfg, **overrides)
-
-    return [ModelSpec(name=f"mobileformer_{key}", family="mobileformer", build=partial(build, cfg),
-                      default_resolution=(224, 224), min_resolution=32, mean=IMAGENET_MEAN, std=IMAGENET_STD,
-                      source="models/mobileformer.py (authors' architecture, AAboys/MobileFormer)",
-                      overrides={"tokens": int, "dyrelu": bool, "bridge": bool},
-                      reported_params_m=cfg.params_reported, reported_madds_m=cfg.madds_reported)
-            for key, cfg in VARIANTS.items()]
