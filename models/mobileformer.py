@@ -13,10 +13,10 @@ agree with the authors' implementation. Details that the paper does not state bu
   network (d -> d/4 -> 2C) per activation.
 * 26m = the 52m channel plan with grouped (x4) 1x1 convolutions and ShuffleNet channel shuffles.
 
-The variants are rows of one table (`VARIANTS`, in mobileformer_cfg.py); the blocks are shared. Ablation switches
-(the paper's ablation tables) are constructor arguments: ``tokens`` (number of global tokens), ``dyrelu`` (dynamic ReLU or plain ReLU)
-and ``bridge`` (False = the Mobile-only network: no tokens, Former or bridges, plain ReLU, a head on pooled
-features only).
+The variants are rows of one table (`VARIANTS`, in mobileformer_cfg.py); the blocks are shared. Ablation
+switches (the paper's ablation tables) are constructor arguments: ``tokens`` (number of global tokens),
+``dyrelu`` (dynamic ReLU or plain ReLU) and ``bridge`` (False = the Mobile-only network: no tokens, Former or
+bridges, plain ReLU, a head on pooled features only).
 
 Internally the tokens are laid out batch-first (B x M x d); the authors use M x B x d. The arithmetic is the same.
 Every tensor stays at rank <= 4 except the channel shuffle (rank 5, 26m only), which keeps converters happy.
