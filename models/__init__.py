@@ -21,8 +21,9 @@ from typing import Any
 from models.errors import ToolkitError
 from models.registry import Registry
 
-__all__ = ["ModelSpec", "ModelInfo", "ToolkitError", "list_models", "create", "info", "spec",
-           "parse_resolution", "check_resolution", "load_checkpoint", "count_madds"]
+__all__ = ["ModelSpec", "ModelInfo", "ToolkitError", "list_models", "create", "info", "spec", "seeded",
+           "check_overrides", "parse_resolution", "format_resolution", "check_resolution", "load_checkpoint",
+           "count_madds"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -233,3 +234,44 @@ def load_checkpoint(model: Any, path: str | Path, s: ModelSpec | None = None) ->
     if wrong:
         raise ToolkitError(f"checkpoint {path} has {len(wrong)} tensors of the wrong shape: {_first(wrong, 3)}")
     model.load_state_dict(state, strict=True)
+
+
+def check_overrides(name: str, overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate and type-convert overrides for a model (unknown keys are a ToolkitError)."""
+    return _check_overrides(spec(name), overrides)
+
+
+def seeded(name: str, seed: int = 0, **overrides: Any):
+    """A model with deterministic random weights that exercise every layer (exports without a checkpoint).
+
+    The authors' init leaves Mobile-Former's hyper networks and gates at their identity (Linear ~ N(0, 0.01)) and
+    untrained BatchNorm statistics make activations drift, so logits come out nearly flat: a weak parity test. Here
+    every Linear gets N(0, 1/fan_in) and the BatchNorm statistics are measured on a few seeded random images at
+    224x224. The same (name, seed, overrides) always gives the same weights, whatever the export resolution.
+    """
+    import torch
+
+    s = spec(name)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = create(name, **overrides)
+        gen = torch.Generator().manual_seed(seed)
+        bns = []
+        with torch.no_grad():
+            for m in model.modules():
+                if isinstance(m, torch.nn.Linear):
+                    m.weight.normal_(0.0, m.in_features ** -0.5, generator=gen)
+                    if m.bias is not None:
+                        m.bias.normal_(0.0, 0.02, generator=gen)
+                elif isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                    m.reset_running_stats()
+                    bns.append((m, m.momentum))
+                    m.momentum = None  # cumulative average over the calibration batches
+            model.train()
+            mean = torch.tensor(s.mean).view(1, 3, 1, 1)
+            std = torch.tensor(s.std).view(1, 3, 1, 1)
+            for _ in range(3):
+                model((torch.rand(4, 3, 224, 224, generator=gen) - mean) / std)
+        for m, momentum in bns:
+            m.momentum = momentum
+    return model.eval()

@@ -1,0 +1,71 @@
+"""python -m export --model NAME --format {onnx,coreml,tflite,executorch,all} --res 224|192x256 [...]"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from models.errors import ToolkitError, cli_main
+
+
+def main(argv: list[str] | None = None) -> int:
+    from export.core import DEFAULT_OUT, FORMATS, PRECISIONS
+
+    ap = argparse.ArgumentParser(prog="python -m export", description=(
+        "Export a model to mobile formats at a static input resolution, then check the artifact against PyTorch "
+        "on random inputs and real photographs. Each artifact directory holds the file(s) and manifest.json. "
+        "A repeated identical export returns the cached artifact."),
+        epilog="examples:\n  python -m export --model mobileformer_294m --format coreml --res 224\n"
+               "  python -m export --model mobilevit_xs --format tflite --converter onnx2tf --res 192x256\n"
+               "  python -m export --model mobilenetv3_large_100 --format all --precision fp16",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", required=True, help="a name from `python -m models list`")
+    ap.add_argument("--format", required=True, help=f"{', '.join(FORMATS)} or all (comma-separated list allowed)")
+    ap.add_argument("--res", default="224", help="N or HxW (height x width), e.g. 224 or 192x256 (default 224)")
+    ap.add_argument("--precision", default="fp32", choices=PRECISIONS)
+    ap.add_argument("--checkpoint", help="local weights file (default: fixed-seed random weights)")
+    ap.add_argument("--converter", help="tflite: litert-torch (default) or onnx2tf")
+    ap.add_argument("--set", action="append", metavar="KEY=VALUE", help="model override, e.g. tokens=3")
+    ap.add_argument("--out", default=str(DEFAULT_OUT), help="artifacts root (default: %(default)s)")
+    ap.add_argument("--seed", type=int, default=0, help="weights seed when no checkpoint is given (default 0)")
+    ap.add_argument("--force", action="store_true", help="re-export even if a cached artifact matches")
+    args = ap.parse_args(argv)
+
+    from models.__main__ import parse_overrides
+
+    fmts = list(FORMATS) if args.format == "all" else [f.strip() for f in args.format.split(",") if f.strip()]
+    for f in fmts:
+        if f not in FORMATS:
+            raise ToolkitError(f"unknown format {f!r}; valid: {', '.join(FORMATS)}, all")
+    if args.converter and len(fmts) != 1:
+        raise ToolkitError("--converter applies to one format; name it with --format")
+    import export as ex  # heavy imports only once the arguments are valid
+
+    failed = 0
+    for f in fmts:
+        try:
+            art = ex.export(args.model, f, args.res, precision=args.precision, converter=args.converter,
+                            checkpoint=args.checkpoint, overrides=parse_overrides(args.set), out=args.out,
+                            seed=args.seed, force=args.force)
+        except ex.ExportFailed as exc:
+            art = exc.artifact
+            failed += 1
+        _report(art)
+    if failed:
+        raise ToolkitError(f"{failed} artifact(s) failed the parity check (kept, marked failed in manifest.json)")
+    return 0
+
+
+def _report(art) -> None:
+    from export.parity import summary
+
+    m = art.manifest
+    how = "cached" if art.cached else f"{m['export_seconds']:.1f}s"
+    size = m["file_bytes"] / 1e6
+    print(f"{m['format']:<10} {m['converter']:<12} {m['precision']}  {size:6.1f} MB  {how:>7}  "
+          f"{summary(m['parity'])}")
+    print(f"           {art.file}")
+
+
+if __name__ == "__main__":
+    sys.exit(cli_main(main, "export"))

@@ -1,0 +1,429 @@
+"""The export pipeline shared by every format: job, cache key, atomic artifact directory, manifest, parity.
+
+    export(model, fmt, resolution, **options) -> Artifact
+      1. resolve the options against the format's row in FORMATS (unknown options are errors, not warnings)
+      2. cache key over model, overrides, weights, resolution, format, converter + version, precision and the
+         toolkit's own code; a manifest with the same key and a file on disk is returned at once
+      3. build the model (checkpoint or fixed seed), capture it once with torch.export (shared across formats)
+      4. the format module converts into a temporary directory next to the final one
+      5. parity against PyTorch (export/parity.py) on random inputs and real photographs
+      6. manifest.json written, the directory renamed into place (an interrupted export never looks complete)
+
+A failed parity check keeps the artifact, marks its manifest "failed" and raises ExportFailed (non-zero exit).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import functools
+import hashlib
+import importlib
+import importlib.metadata
+import json
+import os
+import platform
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import models
+from models.errors import ToolkitError
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_OUT = Path(os.environ.get("TOOLKIT_ARTIFACTS", ROOT / "artifacts"))
+PRECISIONS = ("fp32", "fp16")
+DEFAULT_SEED = 0
+
+
+class ExportFailed(ToolkitError):
+    """The artifact was written but does not compute what PyTorch computes (its manifest says how)."""
+
+    def __init__(self, message: str, artifact: Artifact):
+        super().__init__(message)
+        self.artifact = artifact
+
+
+# --------------------------------------------------------------------------------------------- the formats table
+@dataclass(frozen=True)
+class Converter:
+    name: str
+    packages: tuple[str, ...]  # distributions whose versions identify the converter (first = the converter)
+    module: str  # export.<module> providing convert(job) -> Converted
+
+
+@dataclass(frozen=True)
+class FormatSpec:
+    name: str
+    suffix: str
+    converters: tuple[Converter, ...]  # the first is the default
+    runtime: str  # the in-process runtime used by load()/parity on this host
+    runtime_packages: tuple[str, ...]
+    module: str  # export.<module> providing load(file, manifest, threads) and runs_here()
+
+    @property
+    def default_converter(self) -> str:
+        return self.converters[0].name
+
+    def converter(self, name: str | None) -> Converter:
+        if name is None:
+            return self.converters[0]
+        for c in self.converters:
+            if c.name == name:
+                return c
+        valid = ", ".join(c.name for c in self.converters)
+        raise ToolkitError(f"format {self.name} has no converter {name!r}; valid: {valid}")
+
+
+FORMATS: dict[str, FormatSpec] = {f.name: f for f in (
+    FormatSpec("onnx", ".onnx", (Converter("torch-dynamo", ("torch", "onnx", "onnxscript"), "onnx"),),
+               "onnxruntime", ("onnxruntime",), "onnx"),
+    FormatSpec("tflite", ".tflite", (
+        Converter("litert-torch", ("litert-torch", "ai-edge-litert"), "tflite"),
+        Converter("onnx2tf", ("onnx2tf", "tensorflow", "onnx"), "tflite_onnx2tf")),
+        "ai-edge-litert (XNNPACK)", ("ai-edge-litert",), "tflite"),
+    FormatSpec("executorch", ".pte", (Converter("xnnpack", ("executorch", "torch"), "executorch"),),
+               "executorch.runtime", ("executorch",), "executorch"),
+    FormatSpec("coreml", ".mlpackage", (Converter("coremltools", ("coremltools", "torch"), "coreml"),),
+               "coremltools (macOS only)", ("coremltools",), "coreml"),
+)}
+
+
+def format_spec(name: str) -> FormatSpec:
+    if name not in FORMATS:
+        raise ToolkitError(f"unknown format {name!r}; valid: {', '.join(FORMATS)}, all")
+    return FORMATS[name]
+
+
+@functools.cache
+def package_version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def require(packages: tuple[str, ...], what: str) -> dict[str, str]:
+    versions = {p: package_version(p) for p in packages}
+    missing = [p for p, v in versions.items() if v is None]
+    if missing:
+        raise ToolkitError(f"{what} needs {', '.join(missing)}, which is not installed (run `make setup`)")
+    return versions  # type: ignore[return-value]
+
+
+# --------------------------------------------------------------------------------------------- records
+@dataclass
+class Artifact:
+    """An exported model on disk: its directory, its main file and its manifest."""
+
+    dir: Path
+    file: Path
+    manifest: dict[str, Any]
+    cached: bool = False
+
+    @property
+    def format(self) -> str:
+        return self.manifest["format"]
+
+    @property
+    def status(self) -> str:
+        return self.manifest["status"]
+
+    @property
+    def ok(self) -> bool:
+        return self.manifest["status"] == "ok"
+
+    def verdict(self) -> str:
+        p = self.manifest.get("parity", {})
+        return p.get("verdict", "unknown")
+
+
+@dataclass
+class Converted:
+    """What a format module's convert() hands back."""
+
+    file: Path
+    layout: str = "NCHW"  # input layout of the artifact
+    details: dict[str, Any] = field(default_factory=dict)  # opset, delegation, op histogram, ...
+
+
+@dataclass
+class Job:
+    """Everything a converter needs; the capture is shared by every format of one (model, resolution)."""
+
+    name: str
+    model: Any  # torch.nn.Module in eval mode
+    resolution: tuple[int, int]
+    precision: str
+    converter: str
+    out_dir: Path  # a temporary directory, renamed into place when everything succeeded
+    stem: str
+    options: dict[str, Any]
+    _capture: Callable[[], Any]
+
+    def example(self):
+        import torch
+
+        return torch.zeros(1, 3, *self.resolution)
+
+    def exported_program(self):
+        """torch.export.export(model, example) at this resolution, captured once per process."""
+        return self._capture()
+
+
+# --------------------------------------------------------------------------------------------- weights and capture
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@functools.cache
+def code_hash() -> str:
+    """A hash of the toolkit's model and export code: a change to either invalidates cached artifacts."""
+    h = hashlib.sha256()
+    for folder in ("models", "export"):
+        for p in sorted((ROOT / folder).glob("*.py")):
+            if p.name != "__main__.py":
+                h.update(p.name.encode() + p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+_MODELS: dict[tuple, Any] = {}
+_CAPTURES: dict[tuple, Any] = {}
+
+
+def build_model(name: str, overrides: dict[str, Any], weights: dict[str, Any]):
+    key = (name, tuple(sorted(overrides.items())), json.dumps(weights, sort_keys=True))
+    if key not in _MODELS:
+        if "checkpoint" in weights:
+            _MODELS.clear()
+            _MODELS[key] = models.create(name, checkpoint=weights["checkpoint"], **overrides)
+        else:
+            _MODELS.clear()
+            _MODELS[key] = models.seeded(name, seed=weights["seed"], **overrides)
+    return _MODELS[key]
+
+
+def capture(model_key: tuple, model: Any, resolution: tuple[int, int]):
+    key = (*model_key, resolution)
+    if key not in _CAPTURES:
+        import torch
+
+        _CAPTURES.clear()  # keep one: captures hold a copy of the weights
+        with torch.no_grad():
+            _CAPTURES[key] = torch.export.export(model, (torch.zeros(1, 3, *resolution),))
+    return _CAPTURES[key]
+
+
+# --------------------------------------------------------------------------------------------- paths and cache
+def artifact_dir(out: Path, name: str, overrides: dict[str, Any], resolution: tuple[int, int], fmt: FormatSpec,
+                 converter: str, precision: str) -> Path:
+    model_dir = name + "".join(f"-{k}{str(v).lower()}" for k, v in sorted(overrides.items()))
+    leaf = fmt.name + ("" if converter == fmt.default_converter else f"-{converter}") + f"-{precision}"
+    return Path(out) / model_dir / models.format_resolution(resolution) / leaf
+
+
+def read_manifest(directory: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((Path(directory) / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True, timeout=5)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _replace_dir(tmp: Path, final: Path) -> None:
+    """Move a finished temporary directory into place; an older artifact there is removed only afterwards."""
+    old = None
+    if final.exists():
+        old = final.with_name(f".{final.name}.old-{os.getpid()}")
+        final.rename(old)
+    tmp.rename(final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _prepare_out(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise ToolkitError(f"cannot write to output directory {out}: {exc.strerror or exc}") from None
+
+
+# --------------------------------------------------------------------------------------------- the pipeline
+def export(model: str, fmt: str, resolution: Any = 224, *, precision: str = "fp32", converter: str | None = None,
+           checkpoint: str | Path | None = None, overrides: dict[str, Any] | None = None, out: str | Path | None = None,
+           seed: int = DEFAULT_SEED, parity: bool = True, force: bool = False) -> Artifact:
+    """Export a registered model to one format at one static resolution, verify it, and write its manifest.
+
+    Args:
+        model: a name from models.list_models().
+        fmt: onnx, tflite, executorch or coreml.
+        resolution: N or (H, W) or "HxW".
+        precision: fp32 or fp16.
+        converter: the format's converter (default: its first, e.g. litert-torch for tflite; or onnx2tf).
+        checkpoint: a local weights file; without one the weights come from `seed` (same command, same artifact).
+        overrides: model overrides (e.g. {"tokens": 3} for Mobile-Former).
+        out: the artifacts root (default: ./artifacts).
+        parity: run the parity check (always on for the CLI; tests may switch it off to save time).
+        force: re-export even when a cached artifact matches.
+    """
+    spec = format_spec(fmt)
+    conv = spec.converter(converter)
+    if precision not in PRECISIONS:
+        raise ToolkitError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
+    res = models.check_resolution(model, resolution)
+    ov = models.check_overrides(model, overrides or {})
+    versions = require(conv.packages, f"{fmt} export with {conv.name}")
+    if checkpoint is not None:
+        ckpt = Path(checkpoint)
+        if not ckpt.is_file():
+            raise ToolkitError(f"checkpoint not found: {ckpt}")
+        weights = {"checkpoint": str(ckpt.resolve()), "sha256": file_sha256(ckpt)}
+    else:
+        weights = {"seed": int(seed)}
+    out_root = Path(out) if out is not None else DEFAULT_OUT
+    final = artifact_dir(out_root, model, ov, res, spec, conv.name, precision)
+    key_fields = {"model": model, "overrides": ov, "weights": {k: v for k, v in weights.items() if k != "checkpoint"},
+                  "resolution": list(res), "format": fmt, "converter": conv.name, "converter_versions": versions,
+                  "precision": precision, "parity": parity, "code": code_hash()}
+    cache_key = hashlib.sha256(json.dumps(key_fields, sort_keys=True).encode()).hexdigest()[:24]
+
+    cached = read_manifest(final)
+    if not force and cached and cached.get("cache_key") == cache_key and (final / cached["file"]).exists():
+        art = Artifact(final, final / cached["file"], cached, cached=True)
+        return _raise_if_failed(art)
+
+    _prepare_out(out_root)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        t0 = time.perf_counter()
+        net = build_model(model, ov, weights)
+        model_key = (model, tuple(sorted(ov.items())), json.dumps(weights, sort_keys=True))
+        stem = f"{model}_{models.format_resolution(res)}_{fmt}" + (
+            "" if conv.name == spec.default_converter else f"_{conv.name.replace('-', '_')}") + f"_{precision}"
+        job = Job(model, net, res, precision, conv.name, tmp, stem, {},
+                  functools.partial(capture, model_key, net, res))
+        module = importlib.import_module(f"export.{conv.module}")
+        try:
+            converted: Converted = module.convert(job)
+        except ToolkitError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a converter crash is reported as one line
+            msg = " ".join(str(exc).split())[:300] or type(exc).__name__
+            raise ToolkitError(f"{conv.name} failed to convert {model} at {models.format_resolution(res)} "
+                               f"to {fmt}: {type(exc).__name__}: {msg}") from None
+        export_seconds = time.perf_counter() - t0
+        info = models.info(model, res, **ov)
+        manifest: dict[str, Any] = {
+            "model": model, "family": info.family, "overrides": ov,
+            "weights": weights, "resolution": list(res),
+            "input": {"layout": converted.layout, "shape": [1, *((3, *res) if converted.layout == "NCHW"
+                                                                  else (*res, 3))],
+                      "dtype": "float32", "mean": list(info.mean), "std": list(info.std)},
+            "params": info.params, "madds": info.madds,
+            "format": fmt, "converter": conv.name, "converter_versions": versions, "precision": precision,
+            "file": converted.file.name, "file_bytes": _size(converted.file),
+            "export_seconds": round(export_seconds, 3), **converted.details,
+            "cache_key": cache_key, "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+            "toolkit_commit": _git_commit(), "host": platform.platform(),
+        }
+        art = Artifact(tmp, tmp / converted.file.name, manifest)
+        if parity:
+            from export import parity as parity_mod
+
+            manifest["parity"] = parity_mod.check(art, net)
+        else:
+            manifest["parity"] = {"verdict": "not run: parity switched off"}
+        manifest["status"] = "failed" if manifest["parity"]["verdict"] == "failed" else "ok"
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
+        _replace_dir(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return _raise_if_failed(Artifact(final, final / converted.file.name, manifest))
+
+
+def _size(path: Path) -> int:
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size
+
+
+def _raise_if_failed(art: Artifact) -> Artifact:
+    if art.manifest.get("status") == "failed":
+        p = art.manifest.get("parity", {})
+        raise ExportFailed(f"{art.file} does not match PyTorch: {p.get('reason', 'parity failed')}", art)
+    return art
+
+
+# --------------------------------------------------------------------------------------------- loading
+def resolve(path_or_artifact: Artifact | str | Path) -> Artifact:
+    """An Artifact from an artifact directory, its main file, or an Artifact."""
+    if isinstance(path_or_artifact, Artifact):
+        return path_or_artifact
+    p = Path(path_or_artifact)
+    directory = p if p.is_dir() and not p.name.endswith(".mlpackage") else p.parent
+    manifest = read_manifest(directory)
+    if manifest is None:
+        fmt = next((f for f in FORMATS.values() if p.name.endswith(f.suffix)), None)
+        if fmt is None or not p.exists():
+            raise ToolkitError(f"not an artifact: {p} (no manifest.json and no known model file)")
+        manifest = {"format": fmt.name, "file": p.name, "input": {"layout": "NCHW"}, "status": "unknown"}
+        return Artifact(p.parent, p, manifest)
+    return Artifact(directory, directory / manifest["file"], manifest)
+
+
+def load(path_or_artifact: Artifact | str | Path, *, threads: int | None = None):
+    """A callable running the artifact in its runtime: NCHW float32 batch (numpy) -> logits (numpy).
+
+    Layout is the artifact's business: an NHWC artifact gets its input transposed here. A corrupt or truncated
+    file, or a runtime this host lacks, is a ToolkitError naming the file.
+    """
+    art = resolve(path_or_artifact)
+    spec = format_spec(art.manifest["format"])
+    if not art.file.exists():
+        raise ToolkitError(f"artifact file missing: {art.file}")
+    require(spec.runtime_packages, f"running {spec.name}")
+    module = importlib.import_module(f"export.{spec.module}")
+    reason = module.runs_here()
+    if reason:
+        raise ToolkitError(f"cannot run {art.file} here: {reason}")
+    try:
+        runner = module.load(art.file, art.manifest, threads)
+    except ToolkitError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - corrupt files surface as many exception types
+        msg = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise ToolkitError(f"cannot load {art.file} (corrupt or truncated?): {msg}") from None
+    if art.manifest.get("input", {}).get("layout") == "NHWC":
+        return _nhwc(runner)
+    return runner
+
+
+def _nhwc(runner):
+    import numpy as np
+
+    def run(x):
+        return runner(np.ascontiguousarray(x.transpose(0, 2, 3, 1)))
+
+    return run
