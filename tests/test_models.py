@@ -256,3 +256,11 @@ def test_cli_errors_are_one_line(args, message):
     assert out.returncode == 2
     assert message in out.stderr and "Traceback" not in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_readme_model_table_is_generated():
+    from models.__main__ import markdown_table
+
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("<!-- models:begin -->\n", 1)[1].split("<!-- models:end -->", 1)[0]
+    assert block.strip() == markdown_table().strip(), "regenerate with: python -m models list --markdown"
