@@ -29,6 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(DEFAULT_OUT), help="artifacts root (default: %(default)s)")
     ap.add_argument("--seed", type=int, default=0, help="weights seed when no checkpoint is given (default 0)")
     ap.add_argument("--force", action="store_true", help="re-export even if a cached artifact matches")
+    ap.add_argument("--dynamic", action="store_true",
+                    help="symbolic height/width instead of a fixed shape (onnx only; parity checked at two sizes)")
     args = ap.parse_args(argv)
 
     from models.__main__ import parse_overrides
@@ -46,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             art = ex.export(args.model, f, args.res, precision=args.precision, converter=args.converter,
                             checkpoint=args.checkpoint, overrides=parse_overrides(args.set), out=args.out,
-                            seed=args.seed, force=args.force)
+                            seed=args.seed, force=args.force, dynamic=args.dynamic)
         except ex.ExportFailed as exc:
             art = exc.artifact
             failed += 1

@@ -63,6 +63,7 @@ class FormatSpec:
     runtime: str  # the in-process runtime used by load()/parity on this host
     runtime_packages: tuple[str, ...]
     module: str  # export.<module> providing load(file, manifest, threads) and runs_here()
+    dynamic: bool = False  # can its artifacts take a range of input sizes (--dynamic)?
 
     @property
     def default_converter(self) -> str:
@@ -80,7 +81,7 @@ class FormatSpec:
 
 FORMATS: dict[str, FormatSpec] = {f.name: f for f in (
     FormatSpec("onnx", ".onnx", (Converter("torch-dynamo", ("torch", "onnx", "onnxscript"), "onnx"),),
-               "onnxruntime", ("onnxruntime",), "onnx"),
+               "onnxruntime", ("onnxruntime",), "onnx", dynamic=True),
     FormatSpec("tflite", ".tflite", (
         Converter("litert-torch", ("litert-torch", "ai-edge-litert"), "tflite"),
         Converter("onnx2tf", ("onnx2tf", "tensorflow", "onnx"), "tflite_onnx2tf")),
@@ -163,6 +164,7 @@ class Job:
     stem: str
     options: dict[str, Any]
     _capture: Callable[[], Any]
+    dynamic: bool = False  # H and W symbolic (32..MAX_RESOLUTION) instead of fixed at `resolution`
 
     def example(self):
         import torch
@@ -223,9 +225,10 @@ def capture(model_key: tuple, model: Any, resolution: tuple[int, int]):
 
 # --------------------------------------------------------------------------------------------- paths and cache
 def artifact_dir(out: Path, name: str, overrides: dict[str, Any], resolution: tuple[int, int], fmt: FormatSpec,
-                 converter: str, precision: str) -> Path:
+                 converter: str, precision: str, dynamic: bool = False) -> Path:
     model_dir = name + "".join(f"-{k}{str(v).lower()}" for k, v in sorted(overrides.items()))
     leaf = fmt.name + ("" if converter == fmt.default_converter else f"-{converter}") + f"-{precision}"
+    leaf += "-dynamic" if dynamic else ""
     return Path(out) / model_dir / models.format_resolution(resolution) / leaf
 
 
@@ -269,7 +272,7 @@ def _prepare_out(out: Path) -> None:
 # --------------------------------------------------------------------------------------------- the pipeline
 def export(model: str, fmt: str, resolution: Any = 224, *, precision: str = "fp32", converter: str | None = None,
            checkpoint: str | Path | None = None, overrides: dict[str, Any] | None = None, out: str | Path | None = None,
-           seed: int = DEFAULT_SEED, parity: bool = True, force: bool = False) -> Artifact:
+           seed: int = DEFAULT_SEED, parity: bool = True, force: bool = False, dynamic: bool = False) -> Artifact:
     """Export a registered model to one format at one static resolution, verify it, and write its manifest.
 
     Args:
@@ -283,6 +286,8 @@ def export(model: str, fmt: str, resolution: Any = 224, *, precision: str = "fp3
         out: the artifacts root (default: ./artifacts).
         parity: run the parity check (always on for the CLI; tests may switch it off to save time).
         force: re-export even when a cached artifact matches.
+        dynamic: symbolic H and W (formats with FormatSpec.dynamic only); parity is then also checked at a
+            second resolution, because a graph can silently bake in shape-dependent choices (MobileViT does).
     """
     spec = format_spec(fmt)
     conv = spec.converter(converter)
@@ -290,6 +295,9 @@ def export(model: str, fmt: str, resolution: Any = 224, *, precision: str = "fp3
         raise ToolkitError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
     res = models.check_resolution(model, resolution)
     ov = models.check_overrides(model, overrides or {})
+    if dynamic and not spec.dynamic:
+        supported = ", ".join(f.name for f in FORMATS.values() if f.dynamic)
+        raise ToolkitError(f"{fmt} artifacts have a static input shape here; --dynamic is supported by: {supported}")
     versions = require(conv.packages, f"{fmt} export with {conv.name}")
     if checkpoint is not None:
         ckpt = Path(checkpoint)
@@ -299,10 +307,10 @@ def export(model: str, fmt: str, resolution: Any = 224, *, precision: str = "fp3
     else:
         weights = {"seed": int(seed)}
     out_root = Path(out) if out is not None else DEFAULT_OUT
-    final = artifact_dir(out_root, model, ov, res, spec, conv.name, precision)
+    final = artifact_dir(out_root, model, ov, res, spec, conv.name, precision, dynamic)
     key_fields = {"model": model, "overrides": ov, "weights": {k: v for k, v in weights.items() if k != "checkpoint"},
                   "resolution": list(res), "format": fmt, "converter": conv.name, "converter_versions": versions,
-                  "precision": precision, "parity": parity, "code": code_hash()}
+                  "precision": precision, "parity": parity, "dynamic": dynamic, "code": code_hash()}
     cache_key = hashlib.sha256(json.dumps(key_fields, sort_keys=True).encode()).hexdigest()[:24]
 
     cached = read_manifest(final)
@@ -322,7 +330,7 @@ def export(model: str, fmt: str, resolution: Any = 224, *, precision: str = "fp3
         stem = f"{model}_{models.format_resolution(res)}_{fmt}" + (
             "" if conv.name == spec.default_converter else f"_{conv.name.replace('-', '_')}") + f"_{precision}"
         job = Job(model, net, res, precision, conv.name, tmp, stem, {},
-                  functools.partial(capture, model_key, net, res))
+                  functools.partial(capture, model_key, net, res), dynamic=dynamic)
         module = importlib.import_module(f"export.{conv.module}")
         try:
             converted: Converted = module.convert(job)
@@ -334,12 +342,15 @@ def export(model: str, fmt: str, resolution: Any = 224, *, precision: str = "fp3
                                f"to {fmt}: {type(exc).__name__}: {msg}") from None
         export_seconds = time.perf_counter() - t0
         info = models.info(model, res, **ov)
+        hw = (f"height {info.min_resolution}..{models.MAX_RESOLUTION}", f"width {info.min_resolution}.."
+              f"{models.MAX_RESOLUTION}") if dynamic else res
         manifest: dict[str, Any] = {
             "model": model, "family": info.family, "overrides": ov,
             "weights": weights, "resolution": list(res),
-            "input": {"layout": converted.layout, "shape": [1, *((3, *res) if converted.layout == "NCHW"
-                                                                  else (*res, 3))],
+            "input": {"layout": converted.layout, "shape": [1, *((3, *hw) if converted.layout == "NCHW"
+                                                                  else (*hw, 3))],
                       "dtype": "float32", "mean": list(info.mean), "std": list(info.std)},
+            "dynamic": dynamic,
             "params": info.params, "madds": info.madds,
             "format": fmt, "converter": conv.name, "converter_versions": versions, "precision": precision,
             "file": converted.file.name, "file_bytes": _size(converted.file),

@@ -22,10 +22,19 @@ def convert(job: Job) -> Converted:
     import torch
 
     path = job.out_dir / f"{job.stem}.onnx"
+    source, dynamic_shapes = job.exported_program(), None
+    if job.dynamic:  # a capture of its own, with symbolic H and W
+        from torch.export import Dim
+
+        import models
+
+        lo, hi = models.spec(job.name).min_resolution, models.MAX_RESOLUTION
+        source = job.model
+        dynamic_shapes = ({2: Dim("height", min=lo, max=hi), 3: Dim("width", min=lo, max=hi)},)
     with torch.no_grad():
-        program = torch.onnx.export(job.exported_program(), (job.example(),), dynamo=True, opset_version=OPSET,
+        program = torch.onnx.export(source, (job.example(),), dynamo=True, opset_version=OPSET,
                                     input_names=["input"], output_names=["logits"], external_data=False, verbose=False,
-                                    optimize=True)
+                                    optimize=True, dynamic_shapes=dynamic_shapes)
     program.save(str(path), external_data=False)
     proto = onnx.load(str(path))
     if job.precision == "fp16":

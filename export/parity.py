@@ -96,11 +96,21 @@ def check(art, model) -> dict[str, Any]:
         return record
     runner = core.load(art, threads=None)
     sets = {"random": random_images(res, mean, std, seed), "images": photographs(res, mean, std)}
+    if m.get("dynamic"):  # a second size: a dynamic graph must not have baked in the export size
+        alt = (min(res[0] + 32, 2048), min(res[1] + 64, 2048))
+        sets["images_alt"] = photographs(alt, mean, std)
+        record["alt_resolution"] = list(alt)
     failures = []
     for key, x in sets.items():
         with torch.no_grad():
             ref = model(torch.from_numpy(x)).numpy()
-        figures = compare(ref, _run(runner, x))
+        try:
+            got = _run(runner, x)
+        except Exception as exc:  # noqa: BLE001 - the runtime refusing the input is a failed check
+            msg = " ".join(str(exc).split())[:200]
+            failures.append(f"{key}: the runtime failed at {x.shape[2]}x{x.shape[3]}: {type(exc).__name__}: {msg}")
+            continue
+        figures = compare(ref, got)
         record[key] = figures
         if not figures["max_rel"] <= thresholds["max_rel"]:
             failures.append(f"{key}: max_rel {figures['max_rel']:.2e} > {thresholds['max_rel']:g}")
@@ -115,8 +125,9 @@ def check(art, model) -> dict[str, Any]:
 def summary(parity: dict[str, Any]) -> str:
     """One line: verdict and the worst figures."""
     v = parity.get("verdict", "unknown")
-    if "random" not in parity:
-        return v
+    if "random" not in parity or "images" not in parity:
+        return v + (f" ({parity['reason']})" if parity.get("reason") else "")
     r, i = parity["random"], parity["images"]
-    return (f"{v}: max_rel {max(r['max_rel'], i['max_rel']):.1e}, cosine {min(r['cosine'], i['cosine']):.6f}, "
+    line = (f"{v}: max_rel {max(r['max_rel'], i['max_rel']):.1e}, cosine {min(r['cosine'], i['cosine']):.6f}, "
             f"top-1 {min(r['top1'], i['top1']):.0%} (random {r['n']} + {i['n']} photos)")
+    return line + (f"; {parity['reason'][:160]}" if parity.get("reason") else "")

@@ -142,3 +142,13 @@ def test_interrupted_export_leaves_nothing_that_looks_complete(tmp_path):
         export.load(leaf / "onnx-fp32")
     art = export.export("mobileformer_52m", "onnx", 96, out=tmp_path, parity=False)  # a rerun completes
     assert art.file.exists() and not art.cached
+
+
+def test_dynamic_onnx_is_checked_at_two_sizes(tmp_path):
+    art = export.export("mobilenetv3_small_075", "onnx", 64, out=tmp_path, dynamic=True)
+    assert art.dir.name == "onnx-fp32-dynamic" and art.manifest["dynamic"]
+    assert art.manifest["parity"]["alt_resolution"] == [96, 128] and art.manifest["parity"]["verdict"] == "passed"
+    run = export.load(art)
+    assert run(np.zeros((1, 3, 100, 140), np.float32)).shape == (1, 1000)
+    with pytest.raises(ToolkitError, match="static input shape here; --dynamic is supported by: onnx"):
+        export.export("mobilenetv3_small_075", "executorch", 64, out=tmp_path, dynamic=True)
