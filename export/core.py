@@ -186,13 +186,16 @@ def file_sha256(path: Path) -> str:
 
 
 @functools.cache
-def code_hash() -> str:
-    """A hash of the toolkit's model and export code: a change to either invalidates cached artifacts."""
+def code_hash(*modules: str) -> str:
+    """A hash of the model code and of the converter's module(s): changing either invalidates cached artifacts.
+
+    Edits elsewhere in export/ (the pipeline, parity, other formats) leave existing artifacts valid.
+    """
     h = hashlib.sha256()
-    for folder in ("models", "export"):
-        for p in sorted((ROOT / folder).glob("*.py")):
-            if p.name != "__main__.py":
-                h.update(p.name.encode() + p.read_bytes())
+    files = sorted((ROOT / "models").glob("*.py")) + [ROOT / "export" / f"{m}.py" for m in modules]
+    for p in files:
+        if p.name != "__main__.py" and p.exists():
+            h.update(p.name.encode() + p.read_bytes())
     return h.hexdigest()[:16]
 
 
@@ -310,7 +313,8 @@ def export(model: str, fmt: str, resolution: Any = 224, *, precision: str = "fp3
     final = artifact_dir(out_root, model, ov, res, spec, conv.name, precision, dynamic)
     key_fields = {"model": model, "overrides": ov, "weights": {k: v for k, v in weights.items() if k != "checkpoint"},
                   "resolution": list(res), "format": fmt, "converter": conv.name, "converter_versions": versions,
-                  "precision": precision, "parity": parity, "dynamic": dynamic, "code": code_hash()}
+                  "precision": precision, "parity": parity, "dynamic": dynamic,
+                  "code": code_hash(*sorted({conv.module, "onnx" if conv.name == "onnx2tf" else conv.module}))}
     cache_key = hashlib.sha256(json.dumps(key_fields, sort_keys=True).encode()).hexdigest()[:24]
 
     cached = read_manifest(final)
