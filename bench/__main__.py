@@ -1,0 +1,211 @@
+"""python -m bench run | report | compare | list  (the resolution sweep, its store and its report)"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from models.errors import ToolkitError, cli_main
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_STORE = ROOT / "results" / "results.sqlite"
+DEFAULT_REPORTS = ROOT / "reports"
+DEFAULT_MODELS = "mobileformer_294m,mobilenetv3_large_100,mobilevit_xs"
+DEFAULT_FORMATS = "onnx,tflite,executorch,coreml"
+DEFAULT_RES = "128,160,192,224,256,320,384,448,512"
+
+EPILOG = """examples:
+  python -m bench run --device host --models mobileformer_294m,mobilenetv3_large_100,mobilevit_xs \\
+      --formats onnx,tflite,executorch,coreml --res 128,160,192,224,256,320,384,448,512 --iters 100 --threads 1
+  python -m bench run --models mobileformer_26m:tokens=3,mobilenetv3_small_100 --formats tflite \\
+      --converter litert-torch,onnx2tf --res 128,192x256
+  python -m bench report                      # re-render the latest run's report from the store
+  python -m bench list
+  python -m bench compare host-1a2b3c4d host-1a2b3c4d-2
+
+The same `run` command twice resumes one run (only missing cells are measured); --new starts another."""
+
+
+def _store_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--store", type=Path, default=DEFAULT_STORE, help="results store (default: %(default)s)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from export.core import DEFAULT_OUT
+
+    ap = argparse.ArgumentParser(prog="python -m bench", description=(
+        "Benchmark exported models across input resolutions on a device, store every cell in SQLite and render "
+        "the latency-vs-resolution report (where Mobile-Former is slower than MobileNetV3 and MobileViT, by how "
+        "much, and where the crossover is)."), epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True, metavar="{run,report,compare,list}")
+
+    r = sub.add_parser("run", help="run or resume a sweep, then write its report", description=(
+        "Export (cached) and time every cell of models x formats x resolutions x threads. Cells run in a "
+        "shuffled order; each finished cell is committed to the store at once, so Ctrl-C or kill -9 loses only "
+        "the cell in progress and the same command resumes."), epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    r.add_argument("--device", default="host", help="device profile from devices/devices.toml (default: host)")
+    r.add_argument("--models", default=DEFAULT_MODELS,
+                   help="comma list; overrides as name:key=value, e.g. mobileformer_294m:tokens=3 "
+                        "(default: %(default)s)")
+    r.add_argument("--formats", default=DEFAULT_FORMATS, help="comma list of onnx, tflite, executorch, coreml, or "
+                                                              "all (default: %(default)s)")
+    r.add_argument("--res", default=DEFAULT_RES, help="comma list of N or HxW (default: %(default)s)")
+    r.add_argument("--iters", type=int, default=100, help="timed iterations per cell (default: 100)")
+    r.add_argument("--warmup", type=int, default=10, help="untimed runs before timing (default: 10)")
+    r.add_argument("--threads", default="1", help="runtime threads; a comma list sweeps several (default: 1)")
+    r.add_argument("--converter", help="comma list of converters to use where a format has several, e.g. "
+                                       "litert-torch,onnx2tf for tflite (default: each format's default)")
+    r.add_argument("--precision", default="fp32", help="fp32, fp16 or both as a comma list (default: fp32)")
+    r.add_argument("--timeout", type=float, default=300.0,
+                   help="seconds a cell may take (load + warm-up + timing) before its runtime is killed and the "
+                        "cell stored as failed (default: 300)")
+    r.add_argument("--export-timeout", type=float, default=1800.0,
+                   help="seconds one export may take before the converter is killed (default: 1800)")
+    _store_arg(r)
+    r.add_argument("--reports", type=Path, default=DEFAULT_REPORTS, help="reports root (default: %(default)s)")
+    r.add_argument("--artifacts", type=Path, default=DEFAULT_OUT, help="artifacts root (default: %(default)s)")
+    r.add_argument("--run-id", help="work on this run id (created if new; must have the same arguments)")
+    r.add_argument("--new", action="store_true", help="start a fresh run even if one with these arguments exists")
+    r.add_argument("--seed", type=int, help="shuffle seed of a new run (default: random, recorded in the run)")
+    r.add_argument("--retry-failed", action="store_true", help="measure the run's failed cells again")
+    r.add_argument("--no-report", action="store_true", help="do not render the report at the end")
+
+    rep = sub.add_parser("report", help="re-render a run's report from the store (default: the latest run)")
+    rep.add_argument("--run", help="run id (default: the most recently created run)")
+    _store_arg(rep)
+    rep.add_argument("--reports", type=Path, default=DEFAULT_REPORTS, help="reports root (default: %(default)s)")
+
+    cmp_ = sub.add_parser("compare", help="per-cell median ratios between two runs (B / A) and their spread")
+    cmp_.add_argument("run_a")
+    cmp_.add_argument("run_b")
+    _store_arg(cmp_)
+
+    ls = sub.add_parser("list", help="runs in the store: id, created, cells done/failed, arguments")
+    _store_arg(ls)
+
+    args = ap.parse_args(argv)
+    return {"run": cmd_run, "report": cmd_report, "compare": cmd_compare, "list": cmd_list}[args.cmd](args, argv)
+
+
+def cmd_run(args: argparse.Namespace, argv: list[str] | None) -> int:
+    from bench import report, sweep
+
+    sweep_args = sweep.parse_args(device=args.device, models_arg=args.models, formats=args.formats, res=args.res,
+                                  iters=args.iters, warmup=args.warmup, threads=args.threads,
+                                  converter=args.converter, precision=args.precision)
+    if args.timeout <= 0 or args.export_timeout <= 0:
+        raise ToolkitError("--timeout and --export-timeout must be positive")
+    opts = sweep.Options(store=args.store, reports=args.reports, artifacts=args.artifacts, run_id=args.run_id,
+                         new=args.new, seed=args.seed, timeout=args.timeout, export_timeout=args.export_timeout,
+                         retry_failed=args.retry_failed, report=not args.no_report,
+                         argv=["python", "-m", "bench", *(argv if argv is not None else sys.argv[1:])])
+    res = sweep.run(sweep_args, opts)
+    c = res.counts
+    print(f"run {res.run_id}: {c.get('ok', 0)} measured, {c.get('failed', 0)} failed, {c.get('not run', 0)} not "
+          f"run, {c.get('unstable', 0)} unstable; {res.measured} measured now in {res.seconds:.0f} s")
+    if res.failures:
+        print("failures:")
+        for f in res.failures:
+            print(f"  {f}")
+    if res.report:
+        answer = report.report_text(res.report)
+        if answer:
+            print(answer)
+        print(f"report: {res.report / 'report.md'} (and report.html, results.csv, *.png); latest: "
+              f"{res.report.parent / 'latest'}")
+    print(f"store:  {res.store} (run {res.run_id})")
+    return 130 if res.interrupted else 0
+
+
+def cmd_report(args: argparse.Namespace, argv: list[str] | None) -> int:
+    from bench import report
+    from bench.store import Store
+
+    store = Store.open(args.store, create=False)
+    run_id = args.run
+    if run_id is None:
+        runs = store.runs()
+        if not runs:
+            raise ToolkitError(f"no runs in {args.store}")
+        run_id = runs[-1]["run_id"]
+    path = report.render(store, run_id, args.reports)
+    answer = report.report_text(path)
+    if answer:
+        print(answer)
+    print(f"report: {path / 'report.md'} (and report.html, results.csv, *.png); latest: {path.parent / 'latest'}")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace, argv: list[str] | None) -> int:
+    from bench.store import Store
+
+    runs = Store.open(args.store, create=False).runs()
+    if not runs:
+        print(f"no runs in {args.store}")
+        return 0
+    print(f"{'run id':<24} {'created (UTC)':<20} {'done':>9} {'ok':>4} {'failed':>6} {'not run':>7} "
+          f"{'unstable':>8}  arguments")
+    for r in runs:
+        a = r["args"]
+        summary = (f"{','.join(a['models'])} | {','.join(a['formats'])} | res {','.join(a['resolutions'])} | "
+                   f"iters {a['iterations']} warmup {a['warmup']} threads {','.join(map(str, a['threads']))}")
+        done = f"{r['cells_done']}/{r['cells_total']}"
+        print(f"{r['run_id']:<24} {r['created'][:19].replace('T', ' '):<20} {done:>9} {r['cells_ok']:>4} "
+              f"{r['cells_failed']:>6} {r['cells_not_run']:>7} {r['unstable']:>8}  {summary}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace, argv: list[str] | None) -> int:
+    from bench import stats
+    from bench.report import res_label
+    from bench.store import Store
+    from bench.sweep import model_label, runtime_label
+
+    store = Store.open(args.store, create=False)
+    cells = {}
+    for rid in (args.run_a, args.run_b):
+        if store.run(rid) is None:
+            raise ToolkitError(f"no run {rid!r} in {args.store}; `python -m bench list` shows the runs")
+        cells[rid] = {_match_key(c): c for c in store.cells(rid) if c["status"] == "ok"}
+    a, b = cells[args.run_a], cells[args.run_b]
+    common = sorted(set(a) & set(b))
+    if not common:
+        raise ToolkitError(f"runs {args.run_a} and {args.run_b} have no measured cell in common")
+    print(f"B / A median latency, A = {args.run_a}, B = {args.run_b}")
+    print(f"{'model':<26} {'runtime':<22} {'res':>8} {'t':>2} {'A ms':>9} {'B ms':>9} {'B/A':>6}  flags")
+    ratios, stable = [], []
+    for k in common:
+        x, y = a[k], b[k]
+        ratio = y["median_ms"] / x["median_ms"]
+        ratios.append(ratio)
+        flag = "unstable" if x["unstable"] or y["unstable"] else ""
+        if not flag:
+            stable.append(ratio)
+        print(f"{model_label(x['model'], x['overrides']):<26} "
+              f"{runtime_label(x['format'], x['converter'], x['precision']):<22} "
+              f"{res_label(x['height'], x['width']):>8} {x['threads']:>2} {x['median_ms']:>9.3f} "
+              f"{y['median_ms']:>9.3f} {ratio:>6.3f}  {flag}")
+    for name, rs in (("all cells", ratios), ("stable cells", stable)):
+        s = stats.spread(rs)
+        if s["n"]:
+            print(f"{name}: n={s['n']}, median |B/A - 1| = {s['median_abs_dev']:.1%}, max = {s['max_abs_dev']:.1%}, "
+                  f"within 5%: {s['within_5pct']:.0%}")
+        else:
+            print(f"{name}: none")
+    only = len(set(a) ^ set(b))
+    if only:
+        print(f"({only} measured cell(s) appear in only one of the runs)")
+    return 0
+
+
+def _match_key(c: dict) -> tuple:
+    import json
+
+    return (c["model"], json.dumps(c["overrides"], sort_keys=True), c["format"], c["converter"], c["precision"],
+            c["threads"], c["height"], c["width"])
+
+
+if __name__ == "__main__":
+    sys.exit(cli_main(main, "bench"))

@@ -1,0 +1,212 @@
+"""The results store: one SQLite file, a `runs` table and a tidy `cells` table (one row per measured cell).
+
+Why SQLite: one file, transactions, and several writers at once without a server. The file runs in WAL mode with
+a busy timeout, so two sweeps writing to it at the same time queue for the write lock instead of failing. Every
+cell is written in its own transaction (BEGIN IMMEDIATE ... COMMIT): a sweep killed at any instant, even with
+kill -9, leaves either the whole row or nothing. (run_id, cell_key) is the primary key and inserts ignore a row
+already there, so a cell is stored exactly once even when two processes race on the same run.
+
+A file that is not a SQLite database, fails `PRAGMA quick_check`, or is some other program's database is reported
+with its path and left exactly as it is: this module never deletes, truncates or re-creates a store.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from models.errors import ToolkitError
+
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_MS = 120_000
+
+RUN_COLUMNS = {
+    "run_id": "TEXT PRIMARY KEY", "created": "TEXT NOT NULL", "args_hash": "TEXT NOT NULL",
+    "args": "TEXT NOT NULL",  # the sweep's canonical arguments (JSON): what makes two runs "the same"
+    "argv": "TEXT", "seed": "INTEGER NOT NULL", "device": "TEXT NOT NULL",
+    "environment": "TEXT NOT NULL",  # JSON: CPU model, cores, OS, Python, runtime versions, ...
+    "git_commit": "TEXT", "cells_total": "INTEGER NOT NULL", "finished": "TEXT",
+}
+
+CELL_COLUMNS = {
+    "run_id": "TEXT NOT NULL", "cell_key": "TEXT NOT NULL", "seq": "INTEGER",
+    "model": "TEXT NOT NULL", "overrides": "TEXT NOT NULL", "family": "TEXT", "format": "TEXT NOT NULL",
+    "converter": "TEXT NOT NULL", "precision": "TEXT NOT NULL", "device": "TEXT NOT NULL",
+    "threads": "INTEGER NOT NULL", "height": "INTEGER NOT NULL", "width": "INTEGER NOT NULL",
+    "params": "INTEGER", "madds": "INTEGER", "iterations": "INTEGER", "warmup": "INTEGER",
+    "mean_ms": "REAL", "median_ms": "REAL", "p10_ms": "REAL", "p90_ms": "REAL", "std_ms": "REAL",
+    "min_ms": "REAL", "max_ms": "REAL", "cv": "REAL", "ci95_low_ms": "REAL", "ci95_high_ms": "REAL",
+    "unstable": "INTEGER", "load_ms": "REAL", "first_ms": "REAL", "peak_rss_mb": "REAL", "overhead_us": "REAL",
+    "loadavg": "REAL", "cpus": "TEXT", "runtime_versions": "TEXT",
+    "artifact": "TEXT", "artifact_bytes": "INTEGER", "export_seconds": "REAL",
+    "parity_verdict": "TEXT", "parity_max_rel": "REAL", "parity_cosine": "REAL", "parity_top1": "REAL",
+    "status": "TEXT NOT NULL",  # ok | failed | not run: <reason>
+    "stage": "TEXT",  # where a failed cell failed: export, parity, load, run, timeout, crash
+    "error": "TEXT", "samples_ms": "TEXT", "finished": "TEXT NOT NULL",
+}
+
+
+def _ddl() -> list[str]:
+    runs = ", ".join(f"{k} {v}" for k, v in RUN_COLUMNS.items())
+    cells = ", ".join(f"{k} {v}" for k, v in CELL_COLUMNS.items())
+    return [f"CREATE TABLE IF NOT EXISTS runs ({runs})",
+            f"CREATE TABLE IF NOT EXISTS cells ({cells}, PRIMARY KEY (run_id, cell_key))",
+            "CREATE INDEX IF NOT EXISTS cells_status ON cells (run_id, status)"]
+
+
+class Store:
+    """An open results store. Use `Store.open(path)` (creates the file) or `Store.open(path, create=False)`."""
+
+    def __init__(self, path: Path, conn: sqlite3.Connection):
+        self.path = path
+        self.conn = conn
+
+    # ------------------------------------------------------------------------------------------ opening
+    @classmethod
+    def open(cls, path: str | Path, *, create: bool = True) -> Store:
+        path = Path(path)
+        if not path.exists():
+            if not create:
+                raise ToolkitError(f"no results store at {path} (run `python -m bench run ...` first, or --store)")
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ToolkitError(f"cannot create results store directory {path.parent}: {exc.strerror}") from None
+        elif path.is_dir():
+            raise ToolkitError(f"results store {path} is a directory, not a SQLite file")
+        try:
+            conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise ToolkitError(f"cannot open results store {path}: {exc}") from None
+        store = cls(path, conn)
+        try:
+            store._check_and_init()
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise ToolkitError(f"results store {path} is corrupt or not a SQLite database ({exc}); left untouched: "
+                               "move it away or pass another --store") from None
+        return store
+
+    def _check_and_init(self) -> None:
+        c = self.conn
+        c.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        check = c.execute("PRAGMA quick_check").fetchone()[0]
+        if check != "ok":
+            raise sqlite3.DatabaseError(f"quick_check: {check}")
+        tables = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        version = c.execute("PRAGMA user_version").fetchone()[0]
+        if tables and version != SCHEMA_VERSION:
+            raise sqlite3.DatabaseError(f"not a results store of this toolkit (user_version {version}, "
+                                        f"tables {', '.join(sorted(tables))})")
+        if version == SCHEMA_VERSION:
+            return
+        if c.execute("PRAGMA journal_mode = WAL").fetchone()[0].lower() != "wal":
+            raise sqlite3.DatabaseError("cannot switch to WAL mode")
+        with self.transaction():
+            if c.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:  # another process may have won
+                for stmt in _ddl():
+                    c.execute(stmt)
+                c.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE (take the write lock, waiting up to the busy timeout) ... COMMIT, or ROLLBACK."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # ------------------------------------------------------------------------------------------ runs
+    def _rows(self, sql: str, params: tuple = ()) -> list[dict[str, Any]]:
+        cur = self.conn.execute(sql, params)
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, r)) for r in cur.fetchall()]
+
+    def run(self, run_id: str) -> dict[str, Any] | None:
+        rows = self._rows("SELECT * FROM runs WHERE run_id = ?", (run_id,))
+        return _decode_run(rows[0]) if rows else None
+
+    def runs(self) -> list[dict[str, Any]]:
+        """Every run, oldest first, with its counts of stored, ok, failed and not-run cells."""
+        rows = self._rows(
+            "SELECT r.*, COUNT(c.cell_key) AS cells_done, "
+            "COALESCE(SUM(c.status = 'ok'), 0) AS cells_ok, COALESCE(SUM(c.status = 'failed'), 0) AS cells_failed, "
+            "COALESCE(SUM(c.status LIKE 'not run%'), 0) AS cells_not_run, COALESCE(SUM(c.unstable), 0) AS unstable "
+            "FROM runs r LEFT JOIN cells c ON c.run_id = r.run_id GROUP BY r.run_id ORDER BY r.created, r.rowid")
+        return [_decode_run(r) for r in rows]
+
+    def runs_with_hash(self, args_hash: str) -> list[dict[str, Any]]:
+        return [_decode_run(r) for r in
+                self._rows("SELECT * FROM runs WHERE args_hash = ? ORDER BY created, rowid", (args_hash,))]
+
+    def add_run(self, run: dict[str, Any]) -> bool:
+        """Insert a run; False if a run with that id exists already (then nothing is written)."""
+        row = {k: (json.dumps(v, sort_keys=True, default=str) if k in ("args", "argv", "environment") else v)
+               for k, v in run.items()}
+        cols = ", ".join(row)
+        with self.transaction() as c:
+            cur = c.execute(f"INSERT OR IGNORE INTO runs ({cols}) VALUES ({', '.join('?' * len(row))})",
+                            tuple(row.values()))
+            return cur.rowcount == 1
+
+    def mark_finished(self, run_id: str, when: str) -> None:
+        with self.transaction() as c:
+            c.execute("UPDATE runs SET finished = ? WHERE run_id = ? AND finished IS NULL", (when, run_id))
+
+    # ------------------------------------------------------------------------------------------ cells
+    def done_keys(self, run_id: str) -> set[str]:
+        return {r[0] for r in self.conn.execute("SELECT cell_key FROM cells WHERE run_id = ?", (run_id,))}
+
+    def has_cell(self, run_id: str, cell_key: str) -> bool:
+        return self.conn.execute("SELECT 1 FROM cells WHERE run_id = ? AND cell_key = ?",
+                                 (run_id, cell_key)).fetchone() is not None
+
+    def add_cell(self, row: dict[str, Any]) -> bool:
+        """Store one cell in its own transaction; False if the cell was stored already (by another process)."""
+        unknown_cols = set(row) - set(CELL_COLUMNS)
+        if unknown_cols:
+            raise ValueError(f"unknown cell columns: {sorted(unknown_cols)}")
+        cols = ", ".join(row)
+        with self.transaction() as c:
+            cur = c.execute(f"INSERT OR IGNORE INTO cells ({cols}) VALUES ({', '.join('?' * len(row))})",
+                            tuple(row.values()))
+            return cur.rowcount == 1
+
+    def delete_failed(self, run_id: str) -> int:
+        with self.transaction() as c:
+            n = c.execute("DELETE FROM cells WHERE run_id = ? AND status = 'failed'", (run_id,)).rowcount
+            c.execute("UPDATE runs SET finished = NULL WHERE run_id = ?", (run_id,))
+            return n
+
+    def cells(self, run_id: str) -> list[dict[str, Any]]:
+        """The run's cells in the order they were measured, JSON columns decoded."""
+        rows = self._rows("SELECT * FROM cells WHERE run_id = ? ORDER BY finished, rowid", (run_id,))
+        for r in rows:
+            for k in ("overrides", "samples_ms", "cpus", "runtime_versions"):
+                r[k] = json.loads(r[k]) if r.get(k) else ({} if k in ("overrides", "runtime_versions") else None)
+            r["unstable"] = bool(r["unstable"]) if r["unstable"] is not None else None
+        return rows
+
+    def known_size(self, model: str, overrides: str, height: int, width: int) -> tuple[int, int] | None:
+        """Params and MAdds of a model at a resolution, from any stored cell."""
+        r = self.conn.execute("SELECT params, madds FROM cells WHERE model = ? AND overrides = ? AND height = ? "
+                              "AND width = ? AND madds IS NOT NULL LIMIT 1", (model, overrides, height, width)
+                              ).fetchone()
+        return (int(r[0]), int(r[1])) if r else None
+
+
+def _decode_run(row: dict[str, Any]) -> dict[str, Any]:
+    for k in ("args", "argv", "environment"):
+        if isinstance(row.get(k), str):
+            row[k] = json.loads(row[k])
+    return row

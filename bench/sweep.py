@@ -1,0 +1,494 @@
+"""The resolution sweep: cells, run identity, resume, and the export-then-measure loop.
+
+A cell is (model, overrides, format, converter, precision, resolution, device, threads). A sweep's cells are the
+product of its argument lists. Its run id is derived from those arguments (device + a hash), so the same command
+finds the same run and only measures the cells not stored yet: that is how a killed sweep resumes. `--new` starts
+another run with the same arguments (id suffix -2, -3, ...), e.g. to measure repeatability; without it the latest
+run with these arguments is resumed, and a run with nothing left to do only re-renders its report.
+
+Order: cells are measured in an order shuffled with a seed recorded in the run, so the slow drift of a shared
+machine (another job starting on the other core) does not land on one model or one resolution. A resumed run
+keeps its seed and order. Exports come first, grouped by (model, resolution) so one torch.export capture serves
+every format, each in the export worker; then the measuring loop runs on the device.
+
+Formats the device cannot run (Core ML on Linux) are stored as "not run: <reason>" without exporting them.
+Failures (export, parity, load, runtime error, hung or crashed runtime) are stored with their stage and error,
+and the sweep goes on. Ctrl-C stops at once: every stored cell stays; a cell being measured is dropped and its
+write is never torn (writes hold off the interrupt until they commit).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import hashlib
+import itertools
+import json
+import random
+import secrets
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import models
+from bench import stats
+from bench.store import Store
+from devices.subproc import Worker, WorkerError
+from models.errors import ToolkitError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# --------------------------------------------------------------------------------------------- cells and arguments
+@dataclass(frozen=True, order=True)
+class Cell:
+    model: str
+    overrides: tuple[tuple[str, Any], ...]
+    format: str
+    converter: str
+    precision: str
+    height: int
+    width: int
+    device: str
+    threads: int
+
+    @property
+    def key(self) -> str:
+        return json.dumps({"model": self.model, "overrides": dict(self.overrides), "format": self.format,
+                           "converter": self.converter, "precision": self.precision, "height": self.height,
+                           "width": self.width, "device": self.device, "threads": self.threads}, sort_keys=True)
+
+    @property
+    def model_label(self) -> str:
+        return model_label(self.model, dict(self.overrides))
+
+    @property
+    def res(self) -> tuple[int, int]:
+        return (self.height, self.width)
+
+    def label(self) -> str:
+        return (f"{self.model_label} {runtime_label(self.format, self.converter, self.precision)} "
+                f"{models.format_resolution(self.res)} t{self.threads}")
+
+
+def model_label(model: str, overrides: dict[str, Any]) -> str:
+    return model + "".join(f":{k}={str(v).lower()}" for k, v in sorted(overrides.items()))
+
+
+def runtime_label(fmt: str, converter: str, precision: str) -> str:
+    """e.g. "onnx", "tflite/onnx2tf", "onnx fp16": the converter is named when the format has several."""
+    from export.core import FORMATS
+
+    spec = FORMATS.get(fmt)
+    label = fmt if spec is None or len(spec.converters) == 1 else f"{fmt}/{converter}"
+    return label if precision == "fp32" else f"{label} {precision}"
+
+
+@dataclass(frozen=True)
+class SweepArgs:
+    """What defines a sweep (and its run id). Lists are kept sorted: their order on the command line is moot."""
+
+    device: str
+    models: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...]
+    formats: tuple[str, ...]
+    converters: tuple[str, ...]  # as asked; empty = each format's default
+    precisions: tuple[str, ...]
+    resolutions: tuple[tuple[int, int], ...]
+    threads: tuple[int, ...]
+    iterations: int
+    warmup: int
+
+    def canonical(self) -> dict[str, Any]:
+        return {"device": self.device, "models": [model_label(m, dict(o)) for m, o in self.models],
+                "formats": list(self.formats), "converters": list(self.converters),
+                "precisions": list(self.precisions), "resolutions": [models.format_resolution(r)
+                                                                     for r in self.resolutions],
+                "threads": list(self.threads), "iterations": self.iterations, "warmup": self.warmup}
+
+    @property
+    def hash(self) -> str:
+        return hashlib.sha256(json.dumps(self.canonical(), sort_keys=True).encode()).hexdigest()[:8]
+
+    def cells(self) -> list[Cell]:
+        from export.core import FORMATS
+
+        out = []
+        for (name, ov), fmt, prec, res, th in itertools.product(self.models, self.formats, self.precisions,
+                                                                  self.resolutions, self.threads):
+            spec = FORMATS[fmt]
+            convs = [c.name for c in spec.converters if c.name in self.converters] or [spec.default_converter]
+            for conv in convs:
+                out.append(Cell(name, ov, fmt, conv, prec, res[0], res[1], self.device, th))
+        return sorted(out)
+
+
+def _split(text: str, what: str) -> list[str]:
+    items = [t.strip() for t in str(text).split(",") if t.strip()]
+    if not items:
+        raise ToolkitError(f"--{what} is empty")
+    return items
+
+
+def parse_args(*, device: str, models_arg: str, formats: str, res: str, iters: int, warmup: int,
+               threads: str | int = "1", converter: str | None = None, precision: str = "fp32") -> SweepArgs:
+    """Validate the command line's lists into SweepArgs; anything unknown is a ToolkitError naming the valid ones."""
+    from export.core import FORMATS, PRECISIONS, format_spec
+
+    parsed_models = []
+    for item in _split(models_arg, "models"):
+        name, *pairs = item.split(":")
+        models.spec(name)  # unknown names list the valid ones
+        ov: dict[str, Any] = {}
+        for pair in pairs:
+            k, sep, v = pair.partition("=")
+            if not sep:
+                raise ToolkitError(f"bad model override {pair!r} in {item!r}: expected name:key=value, "
+                                   "e.g. mobileformer_294m:tokens=3")
+            ov[k.strip()] = v.strip()
+        parsed_models.append((name, tuple(sorted(models.check_overrides(name, ov).items()))))
+    fmts = [f for f in _split(formats, "formats")]
+    if fmts == ["all"]:
+        fmts = list(FORMATS)
+    for f in fmts:
+        format_spec(f)
+    resolutions = sorted({models.parse_resolution(r) for r in _split(res, "res")}, key=lambda r: (r[0] * r[1], r))
+    for name, _ in parsed_models:
+        for r in resolutions:
+            models.check_resolution(name, r)
+    convs = _split(converter, "converter") if converter else []
+    for c in convs:
+        if not any(c in {x.name for x in FORMATS[f].converters} for f in fmts):
+            valid = sorted({x.name for f in fmts for x in FORMATS[f].converters})
+            raise ToolkitError(f"no requested format has a converter {c!r}; valid: {', '.join(valid)}")
+    precs = _split(precision, "precision")
+    for p in precs:
+        if p not in PRECISIONS:
+            raise ToolkitError(f"unknown precision {p!r}; valid: {', '.join(PRECISIONS)}")
+    try:
+        ths = sorted({int(t) for t in _split(str(threads), "threads")})
+    except ValueError:
+        raise ToolkitError(f"--threads takes whole numbers, not {threads!r}") from None
+    if any(t < 1 for t in ths):
+        raise ToolkitError("--threads must be at least 1")
+    if iters < 2:
+        raise ToolkitError(f"--iters must be at least 2 (statistics need two samples), not {iters}")
+    if warmup < 0:
+        raise ToolkitError(f"--warmup cannot be negative ({warmup})")
+    return SweepArgs(device, tuple(sorted(set(parsed_models))), tuple(sorted(set(fmts))), tuple(sorted(set(convs))),
+                     tuple(sorted(set(precs))), tuple(resolutions), tuple(ths), int(iters), int(warmup))
+
+
+# --------------------------------------------------------------------------------------------- run identity
+def _now() -> str:
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="milliseconds")
+
+
+def git_commit() -> str | None:
+    try:
+        head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (head + ("+dirty" if dirty else "")) or None
+
+
+def resolve_run(store: Store, args: SweepArgs, *, run_id: str | None, new: bool, seed: int | None,
+                environment: dict[str, Any], argv: list[str] | None, cells_total: int) -> tuple[dict[str, Any], bool]:
+    """The run to work on: (run row, created). Same arguments -> same run; --new -> a fresh one."""
+    base = f"{args.device}-{args.hash}"
+    if run_id is None and not new:
+        existing = store.runs_with_hash(args.hash)
+        if existing:
+            run_id = existing[-1]["run_id"]
+    if run_id is not None:
+        row = store.run(run_id)
+        if row is not None:
+            if row["args_hash"] != args.hash:
+                raise ToolkitError(f"run {run_id} was made with other arguments ({json.dumps(row['args'])}); "
+                                   "use another --run-id or --new")
+            if seed is not None and seed != row["seed"]:
+                raise ToolkitError(f"run {run_id} is shuffled with seed {row['seed']}, not {seed}; drop --seed to "
+                                   "resume it or pass --new")
+            return row, False
+        candidates: Iterator[str] = iter([run_id])
+    else:
+        candidates = (base if i == 1 else f"{base}-{i}" for i in itertools.count(1))
+    record = {"created": _now(), "args_hash": args.hash, "args": args.canonical(), "argv": argv,
+              "seed": seed if seed is not None else secrets.randbelow(2**31), "device": args.device,
+              "environment": environment, "git_commit": environment.get("git_commit"), "cells_total": cells_total}
+    for rid in candidates:
+        if store.add_run({"run_id": rid, **record}):
+            return store.run(rid), True
+        if run_id is not None:  # created by a concurrent sweep a moment ago
+            return resolve_run(store, args, run_id=run_id, new=False, seed=seed, environment=environment,
+                               argv=argv, cells_total=cells_total)
+    raise AssertionError("unreachable")
+
+
+def shuffled(cells: list[Cell], seed: int) -> list[Cell]:
+    order = sorted(cells)
+    random.Random(seed).shuffle(order)
+    return order
+
+
+# --------------------------------------------------------------------------------------------- rows
+def _parity(manifest: dict[str, Any] | None) -> dict[str, Any]:
+    p = (manifest or {}).get("parity") or {}
+    sets = [p[k] for k in ("random", "images") if isinstance(p.get(k), dict)]
+    return {"parity_verdict": p.get("verdict"),
+            "parity_max_rel": max((s["max_rel"] for s in sets), default=None),
+            "parity_cosine": min((s["cosine"] for s in sets), default=None),
+            "parity_top1": min((s["top1"] for s in sets), default=None)}
+
+
+def cell_row(run_id: str, seq: int, cell: Cell, *, args: SweepArgs, status: str, manifest: dict | None = None,
+             artifact: str | None = None, size: tuple[int, int] | None = None, measurement: Any = None,
+             stage: str | None = None, error: str | None = None) -> dict[str, Any]:
+    """One tidy row of the cells table."""
+    m = manifest or {}
+    params, madds = size if size else (m.get("params"), m.get("madds"))
+    row: dict[str, Any] = {
+        "run_id": run_id, "cell_key": cell.key, "seq": seq, "model": cell.model,
+        "overrides": json.dumps(dict(cell.overrides), sort_keys=True), "family": models.spec(cell.model).family,
+        "format": cell.format, "converter": cell.converter, "precision": cell.precision, "device": cell.device,
+        "threads": cell.threads, "height": cell.height, "width": cell.width, "params": params, "madds": madds,
+        "iterations": args.iterations, "warmup": args.warmup, "artifact": artifact,
+        "artifact_bytes": m.get("file_bytes"), "export_seconds": m.get("export_seconds"), **_parity(manifest),
+        "status": status, "stage": stage, "error": error, "finished": _now(),
+    }
+    if measurement is not None:
+        s = stats.summarize(measurement.samples_ms)
+        row.update({
+            "mean_ms": s.mean, "median_ms": s.median, "p10_ms": s.p10, "p90_ms": s.p90, "std_ms": s.std,
+            "min_ms": s.min, "max_ms": s.max, "cv": s.cv, "ci95_low_ms": s.ci95_low, "ci95_high_ms": s.ci95_high,
+            "unstable": int(s.unstable), "load_ms": measurement.load_ms, "first_ms": measurement.first_ms,
+            "peak_rss_mb": measurement.peak_rss_mb, "overhead_us": measurement.overhead_us,
+            "loadavg": measurement.loadavg, "cpus": json.dumps(measurement.cpus),
+            "runtime_versions": json.dumps(measurement.runtime_versions, sort_keys=True),
+            "samples_ms": json.dumps([round(v, 6) for v in measurement.samples_ms]),
+        })
+    return row
+
+
+# --------------------------------------------------------------------------------------------- interrupts
+class _Deferred:
+    """Ctrl-C raises at once, except inside `held()` (a store write), where it is raised right after."""
+
+    def __init__(self):
+        self.holding = False
+        self.pending = False
+
+    def handler(self, signum, frame):
+        if self.holding:
+            self.pending = True
+        else:
+            raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def held(self):
+        self.holding = True
+        try:
+            yield
+        finally:
+            self.holding = False
+            if self.pending:
+                self.pending = False
+                raise KeyboardInterrupt
+
+
+# --------------------------------------------------------------------------------------------- the sweep
+@dataclass
+class SweepResult:
+    run_id: str
+    store: Path
+    report: Path | None = None
+    created: bool = False
+    measured: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+    interrupted: bool = False
+    seconds: float = 0.0
+
+
+@dataclass
+class Options:
+    store: Path
+    reports: Path
+    artifacts: Path
+    run_id: str | None = None
+    new: bool = False
+    seed: int | None = None
+    timeout: float = 300.0
+    export_timeout: float = 1800.0
+    retry_failed: bool = False
+    report: bool = True
+    argv: list[str] | None = None
+
+
+def run(args: SweepArgs, opts: Options, console: Any = None) -> SweepResult:
+    """Run (or resume) a sweep, storing each cell as it finishes; render the report at the end."""
+    from rich.console import Console
+
+    import devices
+
+    console = console or Console(highlight=False, soft_wrap=True)
+    t_start = time.monotonic()
+    device = devices.get(args.device)
+    store = Store.open(opts.store)
+    cells = args.cells()
+    environment = {**device.describe(), "git_commit": git_commit()}
+    run_row, created = resolve_run(store, args, run_id=opts.run_id, new=opts.new, seed=opts.seed,
+                                   environment=environment, argv=opts.argv, cells_total=len(cells))
+    run_id = run_row["run_id"]
+    result = SweepResult(run_id, opts.store, created=created)
+    if opts.retry_failed and not created:
+        n = store.delete_failed(run_id)
+        console.print(f"retrying {n} failed cell(s) of run {run_id}")
+    order = shuffled(cells, run_row["seed"])
+    seq = {c.key: i for i, c in enumerate(order)}
+    done = store.done_keys(run_id)
+    todo = [c for c in order if c.key not in done]
+    verb = "new run" if created else ("resuming run" if todo else "run")
+    console.print(f"{verb} {run_id}: {len(cells)} cells, {len(done)} stored, {len(todo)} to do "
+                  f"(shuffle seed {run_row['seed']}); store {opts.store}")
+
+    deferred = _Deferred()
+    previous = signal.signal(signal.SIGINT, deferred.handler)
+    exporter = Worker("bench.export_worker", label="export worker")
+    try:
+        if todo:
+            _work(store, args, opts, run_id, seq, todo, device, exporter, deferred, console, result)
+    except KeyboardInterrupt:
+        result.interrupted = True
+    finally:
+        exporter.kill()
+        device.close()
+        signal.signal(signal.SIGINT, previous)
+
+    rows = store.cells(run_id)
+    result.counts = _counts(rows)
+    result.failures = [f"{r['model']} {runtime_label(r['format'], r['converter'], r['precision'])} "
+                       f"{r['height']}x{r['width']} t{r['threads']}: [{r['stage']}] {r['error']}"
+                       for r in rows if r["status"] == "failed"]
+    if len(rows) == len(cells):
+        store.mark_finished(run_id, _now())
+    if result.interrupted:
+        console.print(f"interrupted: {len(rows)} of {len(cells)} cells are stored in {opts.store}; run the same "
+                      "command again to resume")
+    elif opts.report:
+        from bench import report
+
+        result.report = report.render(store, run_id, opts.reports)
+    store.close()
+    result.seconds = time.monotonic() - t_start
+    return result
+
+
+def _counts(rows: list[dict[str, Any]]) -> dict[str, int]:
+    c = {"ok": 0, "failed": 0, "not run": 0, "unstable": 0}
+    for r in rows:
+        c["not run" if r["status"].startswith("not run") else r["status"]] += 1
+        c["unstable"] += bool(r.get("unstable"))
+    return c
+
+
+def _work(store: Store, args: SweepArgs, opts: Options, run_id: str, seq: dict[str, int], todo: list[Cell],
+          device: Any, exporter: Worker, deferred: _Deferred, console: Any, result: SweepResult) -> None:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    def save(cell: Cell, **kw: Any) -> None:
+        with deferred.held():
+            store.add_cell(cell_row(run_id, seq[cell.key], cell, args=args, **kw))
+
+    runnable, not_run = [], []
+    for c in todo:
+        reason = device.runs_here(c.format)
+        (not_run if reason else runnable).append((c, reason))
+    sizes: dict[tuple, tuple[int, int]] = {}
+    artifacts: dict[str, tuple[str, dict]] = {}
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("elapsed"),
+               TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[cell]}"))
+    with Progress(*columns, console=console, transient=False) as progress:
+        # 1. exports, grouped by model and resolution (one capture serves every format)
+        grouped = sorted(runnable, key=lambda cr: (cr[0].model, cr[0].overrides, cr[0].res, cr[0].format))
+        task = progress.add_task("export ", total=len(grouped), cell="")
+        for cell, _ in grouped:
+            progress.update(task, cell=cell.label())
+            if store.has_cell(run_id, cell.key):
+                progress.advance(task)
+                continue
+            req = {"op": "export", "model": cell.model, "overrides": dict(cell.overrides), "format": cell.format,
+                   "converter": cell.converter, "precision": cell.precision, "res": list(cell.res),
+                   "out": str(opts.artifacts)}
+            try:
+                reply = exporter.call(req, opts.export_timeout)
+            except WorkerError as exc:
+                reply = {"ok": False, "stage": "export", "error": f"{exc.stage}: {exc}"}
+            manifest = reply.get("manifest")
+            if manifest and manifest.get("madds"):
+                sizes[(cell.model, cell.overrides, cell.res)] = (manifest["params"], manifest["madds"])
+            if reply["ok"]:
+                artifacts[cell.key] = (reply["artifact"], manifest)
+            else:
+                save(cell, status="failed", stage=reply["stage"], error=reply["error"], manifest=manifest,
+                     artifact=reply.get("artifact"))
+                progress.console.print(f"  failed  {cell.label()}: [{reply['stage']}] {reply['error']}",
+                                       markup=False)
+            progress.advance(task)
+        # 2. formats this device cannot run: stored without exporting
+        for cell, reason in not_run:
+            size = sizes.get((cell.model, cell.overrides, cell.res)) or store.known_size(
+                cell.model, json.dumps(dict(cell.overrides), sort_keys=True), cell.height, cell.width)
+            if size is None:
+                try:
+                    reply = exporter.call({"op": "info", "model": cell.model, "overrides": dict(cell.overrides),
+                                           "res": list(cell.res)}, opts.export_timeout)
+                    size = (reply["params"], reply["madds"]) if reply.get("ok") else None
+                except WorkerError:
+                    size = None
+                if size:
+                    sizes[(cell.model, cell.overrides, cell.res)] = size
+            save(cell, status=f"not run: {reason}", size=size)
+        exporter.kill()  # free its memory (torch, converters) before timing anything
+        # 3. measurements, in the shuffled order; progress weighted by expected cost so the ETA means something
+        measure = [c for c in todo if c.key in artifacts]
+        weight = {c.key: (artifacts[c.key][1].get("madds") or 1) * (args.iterations + args.warmup) for c in measure}
+        task = progress.add_task("measure", total=sum(weight.values()) or 1, cell="")
+        mtask = progress.add_task("  cells", total=len(measure), cell="")
+        for cell in measure:
+            progress.update(task, cell=cell.label())
+            if store.has_cell(run_id, cell.key):  # a concurrent sweep of the same run got there first
+                progress.advance(task, weight[cell.key])
+                progress.advance(mtask)
+                continue
+            path, manifest = artifacts[cell.key]
+            try:
+                m = device.run(path, iterations=args.iterations, warmup=args.warmup, threads=cell.threads,
+                               timeout=opts.timeout)
+            except ToolkitError as exc:
+                stage = getattr(exc, "stage", "run")
+                save(cell, status="failed", stage=stage, error=str(exc), manifest=manifest, artifact=path)
+                progress.console.print(f"  failed  {cell.label()}: [{stage}] {exc}", markup=False)
+            else:
+                save(cell, status="ok", manifest=manifest, artifact=path, measurement=m)
+                s = stats.summarize(m.samples_ms)
+                flag = "  UNSTABLE" if s.unstable else ""
+                progress.console.print(f"  ok      {cell.label()}: median {s.median:.2f} ms, mean {s.mean:.2f} ms, "
+                                       f"cv {s.cv:.1%}{flag}", markup=False)
+                result.measured += 1
+            progress.advance(task, weight[cell.key])
+            progress.advance(mtask)

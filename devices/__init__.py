@@ -1,0 +1,100 @@
+"""Devices: where an exported artifact runs and how long it takes there.
+
+    devices.get(name) -> Device            (profiles in devices/devices.toml; "host" is built in)
+    device.run(artifact, iterations=, warmup=, threads=, timeout=) -> Measurement   (raw samples, load, first run)
+
+A Device knows nothing of sweeps or reports (bench/ does); it takes one artifact and returns raw per-iteration
+latencies plus what was measured around them. Only the `host` kind exists: the runtimes installed on this machine,
+timed in a persistent worker process (devices/host.py, devices/worker.py). Phones and boards (adb, ssh, Xcode) are
+not implemented; a profile naming another kind is an error, not a silent fallback.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from models.errors import ToolkitError, unknown
+
+PROFILES = Path(__file__).resolve().parent / "devices.toml"
+KINDS = ("host",)
+
+
+class MeasureError(ToolkitError):
+    """A cell that could not be measured; `stage` says where: load, run, timeout or crash."""
+
+    def __init__(self, message: str, stage: str):
+        super().__init__(message)
+        self.stage = stage
+
+
+@dataclass
+class Measurement:
+    """What one timed cell produced on a device (all times in milliseconds)."""
+
+    samples_ms: list[float]  # one per timed iteration, in order
+    load_ms: float  # creating the runtime session / interpreter from the file
+    first_ms: float  # the first inference after loading (not part of warm-up or samples)
+    warmup: int
+    threads: int
+    cpus: list[int] | None  # cores the measuring process was pinned to (None: not pinned)
+    peak_rss_mb: float | None  # peak resident memory of the measuring process during the cell, where known
+    overhead_us: float  # the harness's own per-iteration cost: an empty callable through the same loop (median)
+    loadavg: float | None  # 1-minute load average of the machine when the cell started
+    runtime: str = ""
+    runtime_versions: dict[str, str] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Device(Protocol):
+    """A place to run artifacts. `runs_here(fmt)` is None when it can, else the reason (e.g. "needs macOS")."""
+
+    name: str
+    kind: str
+
+    def runs_here(self, fmt: str) -> str | None: ...
+
+    def describe(self) -> dict[str, Any]: ...
+
+    def run(self, artifact: Any, *, iterations: int, warmup: int, threads: int,
+            timeout: float) -> Measurement: ...
+
+    def close(self) -> None: ...
+
+
+def profiles(path: Path = PROFILES) -> dict[str, dict[str, Any]]:
+    """Device profiles by name. `host` exists even when the file does not list it."""
+    out: dict[str, dict[str, Any]] = {"host": {"kind": "host"}}
+    if path.exists():
+        try:
+            data = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ToolkitError(f"device profiles {path} are not valid TOML: {exc}") from None
+        for name, prof in data.items():
+            if not isinstance(prof, dict):
+                raise ToolkitError(f"device profiles {path}: [{name}] must be a table")
+            out[name] = dict(prof)
+    return out
+
+
+def list_devices() -> list[str]:
+    return list(profiles())
+
+
+def get(name: str) -> Device:
+    """The device of a profile; unknown names list the known ones."""
+    profs = profiles()
+    if name not in profs:
+        raise unknown("device", name, profs)
+    prof = profs[name]
+    kind = prof.get("kind", "host")
+    if kind not in KINDS:
+        raise ToolkitError(f"device {name!r} is of kind {kind!r}, which this toolkit does not implement "
+                           f"(implemented: {', '.join(KINDS)})")
+    from devices.host import HostDevice
+
+    return HostDevice(name, **{k: v for k, v in prof.items() if k not in ("kind", "description")})
