@@ -61,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--timeout", type=float, default=300.0,
                    help="seconds a cell may take (load + warm-up + timing) before its runtime is killed and the "
                         "cell stored as failed (default: 300)")
+    r.add_argument("--retries", type=int, default=2,
+                   help="re-time a cell whose CV exceeds the unstable bound up to this many times, keeping the "
+                        "steadiest attempt (a neighbour's burst on a shared machine); 0 = never (default: 2)")
     r.add_argument("--export-timeout", type=float, default=1800.0,
                    help="seconds one export may take before the converter is killed (default: 1800)")
     _store_arg(r)
@@ -97,8 +100,11 @@ def cmd_run(args: argparse.Namespace, argv: list[str] | None) -> int:
                                   converter=args.converter, precision=args.precision)
     if args.timeout <= 0 or args.export_timeout <= 0:
         raise ToolkitError("--timeout and --export-timeout must be positive")
+    if args.retries < 0:
+        raise ToolkitError("--retries cannot be negative")
     opts = sweep.Options(store=args.store, reports=args.reports, artifacts=args.artifacts, run_id=args.run_id,
                          new=args.new, seed=args.seed, timeout=args.timeout, export_timeout=args.export_timeout,
+                         retries=args.retries,
                          retry_failed=args.retry_failed, report=not args.no_report,
                          argv=["python", "-m", "bench", *(argv if argv is not None else sys.argv[1:])])
     res = sweep.run(sweep_args, opts)

@@ -32,8 +32,9 @@ from bench.sweep import model_label, runtime_label
 CSV_COLUMNS = ["run_id", "model", "overrides", "family", "format", "converter", "precision", "runtime", "device",
                "threads", "height", "width", "res_equiv", "params", "madds", "iterations", "warmup", "mean_ms",
                "median_ms", "p10_ms", "p90_ms", "std_ms", "min_ms", "max_ms", "cv", "ci95_low_ms", "ci95_high_ms",
-               "unstable", "load_ms", "first_ms", "peak_rss_mb", "overhead_us", "loadavg", "artifact_bytes",
-               "export_seconds", "parity_verdict", "parity_max_rel", "parity_cosine", "status", "stage", "error"]
+               "unstable", "attempts", "cpu_median_ms", "wall_over_cpu", "load_ms", "first_ms", "peak_rss_mb",
+               "overhead_us", "loadavg", "artifact_bytes", "export_seconds", "parity_verdict", "parity_max_rel",
+               "parity_cosine", "status", "stage", "error"]
 BASELINES = {"mobilenetv3": "MobileNetV3", "mobilevit": "MobileViT"}
 PLOTS = {"latency": "Latency vs resolution (median, band p10-p90)",
          "ratio": "Slowdown of Mobile-Former vs resolution (median ratio, 95% bootstrap interval)",
@@ -59,6 +60,7 @@ class Pair:
     labels: list[str]  # resolution labels of the points
     curve: stats.RatioCurve
     unstable: list[bool]  # a point involves an unstable cell
+    cpu_ratios: list[float | None]  # ratio of CPU-time medians (one thread: the same comparison, minus contention)
 
 
 @dataclass
@@ -78,6 +80,8 @@ def analyse(run: dict[str, Any], rows: list[dict[str, Any]]) -> Analysis:
             f" t{r['threads']}" if multi_threads else "")
         r["res_equiv"] = round(res_equiv(r["height"], r["width"]), 1)
         r["res_label"] = res_label(r["height"], r["width"])
+        cpu = r.get("cpu_median_ms")
+        r["wall_over_cpu"] = round(r["median_ms"] / cpu, 4) if cpu and r.get("median_ms") else None
     a = Analysis(run, rows)
     ok = [r for r in rows if r["status"] == "ok"]
     a.runtimes = sorted({r["runtime"] for r in ok})
@@ -95,8 +99,10 @@ def analyse(run: dict[str, Any], rows: list[dict[str, Any]]) -> Analysis:
                     continue
                 curve = stats.ratio_curve([x["res_equiv"] for x, _ in common], [x["samples_ms"] for x, _ in common],
                                           [y["samples_ms"] for _, y in common])
+                cpu = [x["cpu_median_ms"] / y["cpu_median_ms"] if x.get("cpu_median_ms") and y.get("cpu_median_ms")
+                       and x["threads"] == 1 else None for x, y in common]
                 a.pairs.append(Pair(rt, mf, other, fam[other], [x["res_label"] for x, _ in common], curve,
-                                    [bool(x["unstable"] or y["unstable"]) for x, y in common]))
+                                    [bool(x["unstable"] or y["unstable"]) for x, y in common], cpu))
     return a
 
 
@@ -150,6 +156,20 @@ def crossover_text(p: Pair) -> str:
     if len(c.crossings) > 1:
         text += " and again at " + ", ".join(f"{x:.0f}" for x in c.crossings[1:]) + " px"
     return text
+
+
+def contention_lines(a: Analysis) -> list[str]:
+    """How much a busy machine inflated the wall-clock figures (one-thread cells: median wall / median CPU)."""
+    ok = [r for r in a.rows if r["status"] == "ok"]
+    unstable = [r for r in ok if r["unstable"]]
+    inflation = sorted(r["wall_over_cpu"] for r in ok if r["wall_over_cpu"] and r["threads"] == 1)
+    if not unstable or not inflation:
+        return []
+    mid, top = inflation[len(inflation) // 2], inflation[-1]
+    return [f"- {len(unstable)} of {len(ok)} measured cells were unstable (CV above {stats.UNSTABLE_CV:.0%}). "
+            f"With one thread, a cell's median wall time exceeded its median CPU time by {mid - 1:.0%} (median "
+            f"over cells) and by up to {top - 1:.0%}: time spent preempted by other work on this machine, not "
+            "computing. The CPU-time ratios in the tables below make the same comparison without it."]
 
 
 def overhead(a: Analysis) -> dict[str, Any] | None:
@@ -357,6 +377,7 @@ def markdown(a: Analysis) -> str:
         lines += [f"- {pair_sentence(p)}" for p in a.pairs]
         if any(any(p.unstable) for p in a.pairs):
             lines += ["- Points that involve a cell flagged unstable are marked `*` in the ratio tables below."]
+        lines += contention_lines(a)
         lines.append("")
     else:
         lines += ["No Mobile-Former / MobileNetV3 or MobileViT pair was measured on a common runtime, so there is "
@@ -373,9 +394,12 @@ def markdown(a: Analysis) -> str:
         for p in a.pairs:
             lines.append(f"**{p.runtime}: {p.numer} / {p.denom}** ({crossover_text(p)})")
             lines.append("")
+            table = [["ratio", *[f"{q.ratio:.2f}" for q in p.curve.points]],
+                     ["95% CI", *[f"{q.low:.2f}-{q.high:.2f}" for q in p.curve.points]]]
+            if any(c is not None for c in p.cpu_ratios):
+                table.append(["CPU-time ratio", *["" if c is None else f"{c:.2f}" for c in p.cpu_ratios]])
             lines += _md_table(["resolution", *[lbl + ("*" if u else "") for lbl, u in zip(p.labels, p.unstable)]],
-                               [["ratio", *[f"{q.ratio:.2f}" for q in p.curve.points]],
-                                ["95% CI", *[f"{q.low:.2f}-{q.high:.2f}" for q in p.curve.points]]])
+                               table)
     # ---- latency tables
     lines += ["## Latency (ms): median / mean of the timed iterations", ""]
     for rt in a.runtimes:
@@ -401,9 +425,11 @@ def markdown(a: Analysis) -> str:
         lines += ["None.", ""]
     lines += ["## Unstable cells", ""]
     if unstable:
-        lines += _md_table(["model", "runtime", "resolution", "cv", "median ms", "p10-p90 ms", "load avg"],
+        lines += _md_table(["model", "runtime", "resolution", "cv", "median ms", "p10-p90 ms", "wall / CPU median",
+                            "attempts", "load avg"],
                            [[r["model_label"], r["runtime"], r["res_label"], f"{r['cv']:.1%}", _ms(r["median_ms"]),
                              f"{_ms(r['p10_ms'])}-{_ms(r['p90_ms'])}",
+                             "" if r["wall_over_cpu"] is None else f"{r['wall_over_cpu']:.2f}", r.get("attempts") or 1,
                              "" if r.get("loadavg") is None else f"{r['loadavg']:.2f}"] for r in unstable])
     else:
         lines += [f"None (no cell above a CV of {stats.UNSTABLE_CV:.0%}).", ""]

@@ -42,11 +42,13 @@ CELL_COLUMNS = {
     "min_ms": "REAL", "max_ms": "REAL", "cv": "REAL", "ci95_low_ms": "REAL", "ci95_high_ms": "REAL",
     "unstable": "INTEGER", "load_ms": "REAL", "first_ms": "REAL", "peak_rss_mb": "REAL", "overhead_us": "REAL",
     "loadavg": "REAL", "cpus": "TEXT", "runtime_versions": "TEXT",
+    "cpu_median_ms": "REAL",  # median process CPU time per iteration (with 1 thread: the uncontended cost)
+    "attempts": "INTEGER", "attempt_cvs": "TEXT",  # timed attempts made (retries of unstable loops), their CVs
     "artifact": "TEXT", "artifact_bytes": "INTEGER", "export_seconds": "REAL",
     "parity_verdict": "TEXT", "parity_max_rel": "REAL", "parity_cosine": "REAL", "parity_top1": "REAL",
     "status": "TEXT NOT NULL",  # ok | failed | not run: <reason>
     "stage": "TEXT",  # where a failed cell failed: export, parity, load, run, timeout, crash
-    "error": "TEXT", "samples_ms": "TEXT", "finished": "TEXT NOT NULL",
+    "error": "TEXT", "samples_ms": "TEXT", "cpu_samples_ms": "TEXT", "finished": "TEXT NOT NULL",
 }
 
 
@@ -103,6 +105,7 @@ class Store:
             raise sqlite3.DatabaseError(f"not a results store of this toolkit (user_version {version}, "
                                         f"tables {', '.join(sorted(tables))})")
         if version == SCHEMA_VERSION:
+            self._add_new_columns()
             return
         if c.execute("PRAGMA journal_mode = WAL").fetchone()[0].lower() != "wal":
             raise sqlite3.DatabaseError("cannot switch to WAL mode")
@@ -111,6 +114,17 @@ class Store:
                 for stmt in _ddl():
                     c.execute(stmt)
                 c.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def _add_new_columns(self) -> None:
+        """A store written by an older version of this module gets the columns added since (as NULLs)."""
+        for table, columns in (("runs", RUN_COLUMNS), ("cells", CELL_COLUMNS)):
+            have = {r[1] for r in self.conn.execute(f"PRAGMA table_info({table})")}
+            missing = [c for c in columns if c not in have]
+            if missing:
+                with self.transaction() as c:
+                    have = {r[1] for r in c.execute(f"PRAGMA table_info({table})")}
+                    for col in (m for m in missing if m not in have):
+                        c.execute(f"ALTER TABLE {table} ADD COLUMN {col} {columns[col].split()[0]}")
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -192,7 +206,7 @@ class Store:
         """The run's cells in the order they were measured, JSON columns decoded."""
         rows = self._rows("SELECT * FROM cells WHERE run_id = ? ORDER BY finished, rowid", (run_id,))
         for r in rows:
-            for k in ("overrides", "samples_ms", "cpus", "runtime_versions"):
+            for k in ("overrides", "samples_ms", "cpu_samples_ms", "cpus", "runtime_versions", "attempt_cvs"):
                 r[k] = json.loads(r[k]) if r.get(k) else ({} if k in ("overrides", "runtime_versions") else None)
             r["unstable"] = bool(r["unstable"]) if r["unstable"] is not None else None
         return rows

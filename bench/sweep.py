@@ -272,6 +272,10 @@ def cell_row(run_id: str, seq: int, cell: Cell, *, args: SweepArgs, status: str,
             "loadavg": measurement.loadavg, "cpus": json.dumps(measurement.cpus),
             "runtime_versions": json.dumps(measurement.runtime_versions, sort_keys=True),
             "samples_ms": json.dumps([round(v, 6) for v in measurement.samples_ms]),
+            "cpu_median_ms": stats.summarize(measurement.cpu_samples_ms).median
+            if len(measurement.cpu_samples_ms) > 1 else None,
+            "cpu_samples_ms": json.dumps([round(v, 6) for v in measurement.cpu_samples_ms]),
+            "attempts": len(measurement.attempt_cvs) or 1, "attempt_cvs": json.dumps(measurement.attempt_cvs),
         })
     return row
 
@@ -326,6 +330,7 @@ class Options:
     seed: int | None = None
     timeout: float = 300.0
     export_timeout: float = 1800.0
+    retries: int = 2
     retry_failed: bool = False
     report: bool = True
     argv: list[str] | None = None
@@ -443,6 +448,10 @@ def _work(store: Store, args: SweepArgs, opts: Options, run_id: str, seq: dict[s
                 sizes[(cell.model, cell.overrides, cell.res)] = (manifest["params"], manifest["madds"])
             if reply["ok"]:
                 artifacts[cell.key] = (reply["artifact"], manifest)
+                if not reply.get("cached"):
+                    verdict = (manifest.get("parity") or {}).get("verdict", "?")
+                    progress.console.print(f"  export  {cell.label()}: {manifest.get('export_seconds', 0):.0f} s, "
+                                           f"parity {verdict}", markup=False)
             else:
                 save(cell, status="failed", stage=reply["stage"], error=reply["error"], manifest=manifest,
                      artifact=reply.get("artifact"))
@@ -478,7 +487,7 @@ def _work(store: Store, args: SweepArgs, opts: Options, run_id: str, seq: dict[s
             path, manifest = artifacts[cell.key]
             try:
                 m = device.run(path, iterations=args.iterations, warmup=args.warmup, threads=cell.threads,
-                               timeout=opts.timeout)
+                               timeout=opts.timeout, retries=opts.retries, retry_cv=stats.UNSTABLE_CV)
             except ToolkitError as exc:
                 stage = getattr(exc, "stage", "run")
                 save(cell, status="failed", stage=stage, error=str(exc), manifest=manifest, artifact=path)
@@ -487,6 +496,8 @@ def _work(store: Store, args: SweepArgs, opts: Options, run_id: str, seq: dict[s
                 save(cell, status="ok", manifest=manifest, artifact=path, measurement=m)
                 s = stats.summarize(m.samples_ms)
                 flag = "  UNSTABLE" if s.unstable else ""
+                if len(m.attempt_cvs) > 1:
+                    flag += f" (steadiest of {len(m.attempt_cvs)} attempts)"
                 progress.console.print(f"  ok      {cell.label()}: median {s.median:.2f} ms, mean {s.mean:.2f} ms, "
                                        f"cv {s.cv:.1%}{flag}", markup=False)
                 result.measured += 1

@@ -43,6 +43,8 @@ class Measurement:
     peak_rss_mb: float | None  # peak resident memory of the measuring process during the cell, where known
     overhead_us: float  # the harness's own per-iteration cost: an empty callable through the same loop (median)
     loadavg: float | None  # 1-minute load average of the machine when the cell started
+    cpu_samples_ms: list[float] = field(default_factory=list)  # process CPU time of each timed iteration
+    attempt_cvs: list[float] = field(default_factory=list)  # CV of every timed attempt (the kept one is the least)
     runtime: str = ""
     runtime_versions: dict[str, str] = field(default_factory=dict)
 
@@ -60,8 +62,8 @@ class Device(Protocol):
 
     def describe(self) -> dict[str, Any]: ...
 
-    def run(self, artifact: Any, *, iterations: int, warmup: int, threads: int,
-            timeout: float) -> Measurement: ...
+    def run(self, artifact: Any, *, iterations: int, warmup: int, threads: int, timeout: float,
+            retries: int = 0, retry_cv: float = 0.10) -> Measurement: ...
 
     def close(self) -> None: ...
 

@@ -140,7 +140,7 @@ def run_ids(store: Path) -> list[str]:
 @pytest.mark.bench
 def test_resume_after_kill_9(tmp_path, artifacts):
     args = ["run", "--models", SMALL, "--formats", "onnx", "--res", "64,96", "--threads", "1,2", "--iters", "1500",
-            "--warmup", "5"]
+            "--warmup", "5", "--retries", "0"]
     proc = bench(*args, tmp=tmp_path, artifacts=artifacts, wait=False)
     store = tmp_path / "results.sqlite"
     deadline = time.monotonic() + 120
@@ -169,8 +169,9 @@ def test_resume_after_kill_9(tmp_path, artifacts):
 
 @pytest.mark.bench
 def test_two_concurrent_writers(tmp_path, artifacts):
-    a = ["run", "--models", SMALL, "--formats", "onnx", "--res", "64,96", "--iters", "300", "--warmup", "2"]
-    b = ["run", "--models", SMALL, "--formats", "onnx", "--res", "64,96", "--iters", "301", "--warmup", "2"]
+    a = ["run", "--models", SMALL, "--formats", "onnx", "--res", "64,96", "--iters", "300", "--warmup", "2",
+         "--retries", "0"]
+    b = [x if x != "300" else "301" for x in a]  # other arguments: another run
     procs = [bench(*x, tmp=tmp_path, artifacts=artifacts, wait=False) for x in (a, b)]
     for p in procs:
         out, err = p.communicate(timeout=300)
@@ -218,6 +219,10 @@ def test_hung_runtime_is_killed_and_replaced(artifacts):
         assert exc.value.stage == "timeout"
         m = dev.run(art, iterations=20, warmup=2, threads=1, timeout=60)
         assert len(m.samples_ms) == 20 and m.load_ms > 0 and m.first_ms > 0 and m.overhead_us < 100
+        assert len(m.cpu_samples_ms) == 20 and m.attempt_cvs and m.cpus == sorted(os.sched_getaffinity(0))[-1:]
+        m = dev.run(art, iterations=20, warmup=0, threads=1, timeout=60, retries=2, retry_cv=0.0)  # never steady
+        assert len(m.attempt_cvs) == 3 and len(m.samples_ms) == 20
+        assert stats.summarize(m.samples_ms).cv == pytest.approx(min(m.attempt_cvs), abs=1e-4)  # the steadiest
     finally:
         dev.close()
 
