@@ -1,0 +1,188 @@
+"""TFLite through onnx2tf: torch.export capture -> ONNX (export/onnx.py) -> onnx2tf (subprocess) -> NHWC .tflite.
+
+The converter our users named: its files take NHWC input, which is what phone delegates like. Loading and the
+runtime are shared with litert-torch's files (export/tflite.py); the manifest says "NHWC" and export.load
+transposes NCHW batches, so callers never see the layout.
+
+Decisions (each one met on this machine):
+* The ONNX file comes from the ONNX format module's own conversion of the shared torch.export capture (same
+  opset, same exporter, no second ONNX exporter); onnx2tf gets a copy, because it rewrites its input in place.
+* onnx2tf imports TensorFlow, and TensorFlow imported before torch._dynamo/triton kills the process (exit 139):
+  it runs as `python -m onnx2tf` in a subprocess, so `--format all` survives in one process.
+* onnx2tf downloads `calibration_image_sample_data_20x128x128x3_float32.npy` even for float32 conversion (it
+  feeds the images to its per-op accuracy checks); we write a seeded uniform [0, 1) array of that shape into its
+  working directory first, so nothing is fetched.
+* `-rtpo erf`: the exact GELU of the Mobile-Former Former FFN reaches ONNX as Div/Erf/Add/Mul/Mul in an order
+  onnx2tf's GELU fusion does not match, and TensorFlow's Erf then becomes a Flex (Select TF) op that LiteRT's
+  builtin runtime cannot run. onnx2tf's pseudo-Erf writes erf with builtin ops (Abramowitz-Stegun 7.1.26,
+  |error| <= 1.5e-7, below float32 noise of the logits), all of which XNNPACK takes.
+* Parameter replacement for Reshapes that rebuild a feature map. onnx2tf keeps every tensor NHWC but leaves a
+  Reshape's output in the ONNX (NCHW) order and relies on the next Conv noticing the channel mismatch. For the
+  Mobile-Former 26m channel shuffle (Reshape to rank 5 -> Transpose [0,2,1,3,4] -> Reshape to rank 4) at 128x128
+  the final 4x4 maps meet a grouped Conv with groups = 4, the mismatch goes unnoticed and the conversion dies
+  ("Dimensions must be equal"): the automatic-transpose trap of PINTO0309/onnx2tf#105. Forcing NHWC on the
+  shuffles alone breaks the Add that joins them with the Mobile<-Former bridge's output Reshape, so the rule is
+  graph-wide: every Reshape whose rank-4 output has the shape of some Conv output (a feature map) gets an explicit
+  NCHW->NHWC transpose (`post_process_transpose_perm` [0,2,3,1]). That puts every feature map in one layout at
+  every resolution; the attention reshapes (heads x channels x pixels) never match a Conv shape and are left to
+  onnx2tf. Nothing is loosened: parity still has to pass.
+* `-nuo` (no onnxsim): node names in the replacement file must be the exported graph's own.
+* Fast first, strict when needed. onnx2tf's strict mode searches, for every ambiguous Reshape/Transpose/MatMul,
+  the permutation whose output matches onnxruntime on its calibration images, by re-running the partial Keras
+  model up to that op: quadratic in depth and 60-70% of its run time (cProfile of Mobile-Former 26m: 140 of 225 s
+  in `dummy_tf_inference`, 508 calls; the two TFLite conversions, float32 and float16, 18 s; the rest TensorFlow
+  import and Keras graph building). `-dsm` skips that search. We run fast mode, compare its float32 file with
+  onnxruntime on the same ONNX file (random inputs, fp32 parity thresholds), and rerun in strict mode when they
+  differ: fast mode is right for Mobile-Former and MobileNetV3 (2-3x quicker) and silently wrong for MobileViT
+  (cosine 0.66 without our replacements, 0.996 with them), which strict mode converts exactly. The manifest
+  records which mode made the file and that check's figures; the parity check against PyTorch still decides.
+* onnx2tf always writes both float32 and float16 (TensorFlow's float16 weight quantization) files; fp16 takes
+  the latter, from the same checked run.
+* Delegation: onnx2tf turns `z[:, 0]` (token 0 feeding the dynamic-ReLU hyper networks) into GATHER, which
+  XNNPACK does not take; each one splits the XNNPACK partition (recorded in the manifest's delegation).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from export.core import Converted, Job
+from models.errors import ToolkitError
+
+FLAGS = ("-nuo", "-rtpo", "erf")
+FAST = "-dsm"  # disable_strict_mode: skip onnx2tf's per-op accuracy search
+CALIBRATION = "calibration_image_sample_data_20x128x128x3_float32.npy"
+TIMEOUT_S = 3600
+CHECK_SAMPLES = 2
+
+
+def convert(job: Job) -> Converted:
+    from export import onnx as onnx_format
+    from export import tflite
+
+    work = job.out_dir / "onnx2tf-work"
+    work.mkdir()
+    t0 = time.perf_counter()
+    src = onnx_format.convert(dataclasses.replace(job, out_dir=work, precision="fp32", converter="torch-dynamo",
+                                                  stem="source"))
+    seconds = {"onnx": time.perf_counter() - t0}
+    _write_calibration(work / CALIBRATION)
+    replacements = layout_replacements(src.file)
+    extra = []
+    if replacements:
+        (work / "replace.json").write_text(json.dumps({"format_version": 1, "operations": replacements}, indent=1))
+        extra = ["-prf", "replace.json"]
+
+    t1 = time.perf_counter()
+    out = _onnx2tf(src.file, work, "fast", [*FLAGS, *extra, FAST], job)
+    seconds["onnx2tf_fast"] = time.perf_counter() - t1
+    check = _check_against_onnx(src.file, out["fp32"])
+    mode = "fast (-dsm), checked against onnxruntime"
+    if not check["ok"]:  # onnx2tf's default transposes got the layout wrong: let its strict search fix it
+        t2 = time.perf_counter()
+        out = _onnx2tf(src.file, work, "strict", [*FLAGS, *extra], job)
+        seconds["onnx2tf_strict"] = time.perf_counter() - t2
+        first, check = check, _check_against_onnx(src.file, out["fp32"])
+        mode = (f"strict (fast mode was wrong: max_rel {first['max_rel']:.1e}, cosine {first['cosine']:.4f})")
+    produced = out[job.precision]
+    path = job.out_dir / f"{job.stem}.tflite"
+    shutil.move(produced, path)
+    shutil.rmtree(work)
+    details = tflite.inspect(path)
+    if details["flex_op_count"] or details["custom_op_count"]:
+        raise ToolkitError(f"onnx2tf produced ops LiteRT's builtin runtime cannot run: {details['custom_ops']}")
+    details["delegation"] = tflite.delegation(path)
+    details.update({"onnx_opset": src.details.get("opset"), "onnx2tf_flags": [*FLAGS, *extra[:1]],
+                    "onnx2tf_mode": mode, "onnx2tf_check": check,
+                    "param_replacements": [f"{r['op_name']}: {r['param_name']} -> NHWC" for r in replacements],
+                    "stage_seconds": {k: round(v, 2) for k, v in seconds.items()}})
+    return Converted(path, "NHWC", details)
+
+
+def _onnx2tf(onnx_file: Path, work: Path, tag: str, flags: list[str], job: Job) -> dict[str, Path]:
+    """Run onnx2tf in a subprocess on a fresh copy of the ONNX file (it rewrites its input); its two .tflite files."""
+    shutil.copyfile(onnx_file, work / f"{tag}.onnx")
+    cmd = [sys.executable, "-m", "onnx2tf", "-i", f"{tag}.onnx", "-o", tag, "-n", *flags]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="", PYTHONUNBUFFERED="1")
+    log = work / f"{tag}.log"
+    try:
+        with open(log, "w") as fh:
+            proc = subprocess.run(cmd, cwd=work, env=env, stdout=fh, stderr=subprocess.STDOUT, timeout=TIMEOUT_S,
+                                  stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        raise ToolkitError(f"onnx2tf did not finish {job.name} within {TIMEOUT_S} s") from None
+    files = {"fp32": work / tag / f"{tag}_float32.tflite", "fp16": work / tag / f"{tag}_float16.tflite"}
+    if proc.returncode != 0 or not all(f.is_file() for f in files.values()):
+        raise ToolkitError(f"onnx2tf failed on {job.name} at {job.resolution[0]}x{job.resolution[1]} "
+                           f"(exit {proc.returncode}): {_error_line(log.read_text(errors='replace'))}")
+    return files
+
+
+def _check_against_onnx(onnx_file: Path, tflite_file: Path) -> dict[str, Any]:
+    """The float32 .tflite against onnxruntime on the source ONNX, on a few random inputs (a layout check)."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from export import parity, tflite
+
+    session = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    run = tflite.load(tflite_file, {}, 1)
+    x = np.random.default_rng(0).standard_normal((CHECK_SAMPLES, *session.get_inputs()[0].shape[1:]),
+                                                 dtype=np.float32)
+    ref = np.concatenate([session.run(None, {name: x[i:i + 1]})[0] for i in range(len(x))])
+    got = run(np.ascontiguousarray(x.transpose(0, 2, 3, 1)))
+    figures = parity.compare(ref, got)
+    limits = parity.THRESHOLDS["fp32"]
+    ok = figures["max_rel"] <= limits["max_rel"] and figures["cosine"] >= limits["cosine"]
+    return {"ok": bool(ok), "max_rel": figures["max_rel"], "cosine": figures["cosine"], "n": len(x)}
+
+
+def _write_calibration(path: Path) -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    np.save(path, rng.random((20, 128, 128, 3), dtype=np.float32))
+
+
+def _error_line(text: str) -> str:
+    """The informative part of an onnx2tf failure log: the failing ONNX node and the exception message."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", text)
+    node = re.findall(r"onnx_op_name: (\S+)", text)
+    errors = [ln.strip() for ln in text.splitlines() if re.match(r"\s*\w*(Error|Exception)\b.*:", ln)]
+    parts = ([f"at ONNX node {node[-1]}"] if node else []) + (errors[-1:] if errors else [])
+    if not parts:
+        tail = [ln.strip() for ln in text.splitlines() if ln.strip()]
+        parts = tail[-1:] or ["no output"]
+    return " ".join(" ".join(parts).split())[:300]
+
+
+def layout_replacements(onnx_file: Path) -> list[dict[str, Any]]:
+    """onnx2tf parameter-replacement entries: every Reshape that rebuilds a feature map gets an NCHW->NHWC transpose.
+
+    A feature map is a rank-4 tensor whose shape some Conv in the graph outputs; the Reshapes that rebuild one are
+    the channel shuffles (rank 5 -> 4) and the Mobile<-Former bridge output (B, heads, C/heads, HW -> B, C, H, W).
+    """
+    import onnx
+    from onnx import shape_inference
+
+    graph = shape_inference.infer_shapes(onnx.load(str(onnx_file))).graph
+    shape = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+             for v in (*graph.value_info, *graph.input, *graph.output) if v.type.tensor_type.HasField("shape")}
+    feature_maps = {tuple(shape[n.output[0]]) for n in graph.node if n.op_type == "Conv" and n.output[0] in shape}
+    found = []
+    for node in graph.node:
+        out, src = shape.get(node.output[0]), shape.get(node.input[0])
+        if node.op_type == "Reshape" and out and len(out) == 4 and tuple(out) in feature_maps and src != out:
+            found.append({"op_name": node.name, "param_target": "outputs", "param_name": node.output[0],
+                          "post_process_transpose_perm": [0, 2, 3, 1]})
+    return found
