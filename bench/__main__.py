@@ -62,8 +62,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="seconds a cell may take (load + warm-up + timing) before its runtime is killed and the "
                         "cell stored as failed (default: 300)")
     r.add_argument("--retries", type=int, default=2,
-                   help="re-time a cell whose CV exceeds the unstable bound up to this many times, keeping the "
-                        "steadiest attempt (a neighbour's burst on a shared machine); 0 = never (default: 2)")
+                   help="re-time an unstable cell (CV above 10%%, or with one thread wall time 5%% above CPU time: "
+                        "a neighbour had the core) up to this many times, keeping the steadiest attempt; "
+                        "0 = never (default: 2)")
     r.add_argument("--export-timeout", type=float, default=1800.0,
                    help="seconds one export may take before the converter is killed (default: 1800)")
     _store_arg(r)
@@ -181,7 +182,7 @@ def cmd_compare(args: argparse.Namespace, argv: list[str] | None) -> int:
         raise ToolkitError(f"runs {args.run_a} and {args.run_b} have no measured cell in common")
     print(f"B / A median latency, A = {args.run_a}, B = {args.run_b}")
     print(f"{'model':<26} {'runtime':<22} {'res':>8} {'t':>2} {'A ms':>9} {'B ms':>9} {'B/A':>6}  flags")
-    ratios, stable = [], []
+    ratios, stable, cpu = [], [], []
     for k in common:
         x, y = a[k], b[k]
         ratio = y["median_ms"] / x["median_ms"]
@@ -189,11 +190,13 @@ def cmd_compare(args: argparse.Namespace, argv: list[str] | None) -> int:
         flag = "unstable" if x["unstable"] or y["unstable"] else ""
         if not flag:
             stable.append(ratio)
+        if x.get("cpu_median_ms") and y.get("cpu_median_ms") and x["threads"] == 1:
+            cpu.append(y["cpu_median_ms"] / x["cpu_median_ms"])
         print(f"{model_label(x['model'], x['overrides']):<26} "
               f"{runtime_label(x['format'], x['converter'], x['precision']):<22} "
               f"{res_label(x['height'], x['width']):>8} {x['threads']:>2} {x['median_ms']:>9.3f} "
               f"{y['median_ms']:>9.3f} {ratio:>6.3f}  {flag}")
-    for name, rs in (("all cells", ratios), ("stable cells", stable)):
+    for name, rs in (("all cells", ratios), ("stable cells", stable), ("CPU-time medians, 1 thread", cpu)):
         s = stats.spread(rs)
         if s["n"]:
             print(f"{name}: n={s['n']}, median |B/A - 1| = {s['median_abs_dev']:.1%}, max = {s['max_abs_dev']:.1%}, "

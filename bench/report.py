@@ -36,6 +36,8 @@ CSV_COLUMNS = ["run_id", "model", "overrides", "family", "format", "converter", 
                "overhead_us", "loadavg", "artifact_bytes", "export_seconds", "parity_verdict", "parity_max_rel",
                "parity_cosine", "status", "stage", "error"]
 BASELINES = {"mobilenetv3": "MobileNetV3", "mobilevit": "MobileViT"}
+UNSTABLE_RULE = (f"CV above {stats.UNSTABLE_CV:.0%}, or with one thread a median wall time more than "
+                 f"{stats.CONTENTION_BOUND:.0%} above the median CPU time")
 PLOTS = {"latency": "Latency vs resolution (median, band p10-p90)",
          "ratio": "Slowdown of Mobile-Former vs resolution (median ratio, 95% bootstrap interval)",
          "crossover": "Crossover resolution per runtime (ratio = 1)",
@@ -143,7 +145,18 @@ def pair_sentence(p: Pair) -> str:
         body = (f"Mobile-Former is slower at {_ranges([(s[0].x, s[1]) for s in slower])} px (up to "
                 f"{at(worst)}) and faster at {_ranges([(f[0].x, f[1]) for f in faster])} px (down to "
                 f"{at(best)}). ")
-    return head + body + crossover_text(p) + "."
+    return head + body + crossover_text(p) + "." + cpu_text(p)
+
+
+def cpu_text(p: Pair) -> str:
+    """The same comparison on CPU time (one thread), where it is known: the ratios at both ends and the crossover."""
+    pts = [(x, c) for x, c in zip(p.curve.xs, p.cpu_ratios) if c is not None]
+    if len(pts) < 2:
+        return ""
+    cross = stats.crossings([x for x, _ in pts], [c for _, c in pts])
+    where = f"crossover at {', '.join(f'{x:.0f}' for x in cross)} px" if cross else "no crossover"
+    first, last = p.labels[p.curve.xs.index(pts[0][0])], p.labels[p.curve.xs.index(pts[-1][0])]
+    return f" [CPU time: {_times(pts[0][1])} at {first} to {_times(pts[-1][1])} at {last}, {where}.]"
 
 
 def crossover_text(p: Pair) -> str:
@@ -166,10 +179,10 @@ def contention_lines(a: Analysis) -> list[str]:
     if not unstable or not inflation:
         return []
     mid, top = inflation[len(inflation) // 2], inflation[-1]
-    return [f"- {len(unstable)} of {len(ok)} measured cells were unstable (CV above {stats.UNSTABLE_CV:.0%}). "
-            f"With one thread, a cell's median wall time exceeded its median CPU time by {mid - 1:.0%} (median "
-            f"over cells) and by up to {top - 1:.0%}: time spent preempted by other work on this machine, not "
-            "computing. The CPU-time ratios in the tables below make the same comparison without it."]
+    return [f"- {len(unstable)} of {len(ok)} measured cells were unstable ({UNSTABLE_RULE}). With one thread, a "
+            f"cell's median wall time exceeded its median CPU time by {mid - 1:.0%} (median over cells) and by up "
+            f"to {top - 1:.0%}: time the process waited while other work had the core. The CPU-time ratios "
+            "(in brackets above, and in the tables below) make the same comparison without that wait."]
 
 
 def overhead(a: Analysis) -> dict[str, Any] | None:
@@ -412,8 +425,7 @@ def markdown(a: Analysis) -> str:
                                + ("*" if by[lbl]["unstable"] else "")) if lbl in by else "" for lbl in labels]])
         lines += [f"**{rt}**", ""] + _md_table(["model", *labels], body)
     if unstable:
-        lines.append("`*` = unstable: coefficient of variation above "
-                     f"{stats.UNSTABLE_CV:.0%} (bench/stats.py says why).")
+        lines.append(f"`*` = unstable: {UNSTABLE_RULE} (bench/stats.py says why).")
         lines.append("")
     # ---- failures, unstable, not run
     lines += ["## Failures", ""]
@@ -432,7 +444,7 @@ def markdown(a: Analysis) -> str:
                              "" if r["wall_over_cpu"] is None else f"{r['wall_over_cpu']:.2f}", r.get("attempts") or 1,
                              "" if r.get("loadavg") is None else f"{r['loadavg']:.2f}"] for r in unstable])
     else:
-        lines += [f"None (no cell above a CV of {stats.UNSTABLE_CV:.0%}).", ""]
+        lines += [f"None (none with a {UNSTABLE_RULE}).", ""]
     if not_run:
         reasons: dict[str, list[str]] = defaultdict(list)
         for r in not_run:
@@ -465,7 +477,9 @@ def markdown(a: Analysis) -> str:
               "thread count fixed; one first inference (reported apart), the warm-up runs, then the timed "
               "iterations with `perf_counter_ns` around the inference call alone, on an input prepared beforehand.",
               "- Statistics per cell (bench/stats.py): mean, median, p10/p90, sample std, min, max, coefficient of "
-              f"variation, 95% CI of the mean (Student t). Unstable = CV > {stats.UNSTABLE_CV:.0%}.",
+              f"variation, 95% CI of the mean (Student t). Unstable: {UNSTABLE_RULE}. The process's CPU time per "
+              "iteration is recorded beside the latency; an unstable loop is re-timed (up to --retries times) and "
+              "the steadiest attempt kept.",
               f"- Ratios use medians; intervals are percentile bootstraps ({stats.N_BOOT} resamples of each cell's "
               "raw samples, fixed seed). The crossover interpolates linearly in resolution where the ratio "
               "crosses 1.",

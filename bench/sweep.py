@@ -263,7 +263,7 @@ def cell_row(run_id: str, seq: int, cell: Cell, *, args: SweepArgs, status: str,
         "status": status, "stage": stage, "error": error, "finished": _now(),
     }
     if measurement is not None:
-        s = stats.summarize(measurement.samples_ms)
+        s = stats.summarize(measurement.samples_ms, measurement.cpu_samples_ms or None, threads=cell.threads)
         row.update({
             "mean_ms": s.mean, "median_ms": s.median, "p10_ms": s.p10, "p90_ms": s.p90, "std_ms": s.std,
             "min_ms": s.min, "max_ms": s.max, "cv": s.cv, "ci95_low_ms": s.ci95_low, "ci95_high_ms": s.ci95_high,
@@ -272,8 +272,7 @@ def cell_row(run_id: str, seq: int, cell: Cell, *, args: SweepArgs, status: str,
             "loadavg": measurement.loadavg, "cpus": json.dumps(measurement.cpus),
             "runtime_versions": json.dumps(measurement.runtime_versions, sort_keys=True),
             "samples_ms": json.dumps([round(v, 6) for v in measurement.samples_ms]),
-            "cpu_median_ms": stats.summarize(measurement.cpu_samples_ms).median
-            if len(measurement.cpu_samples_ms) > 1 else None,
+            "cpu_median_ms": s.cpu_median,
             "cpu_samples_ms": json.dumps([round(v, 6) for v in measurement.cpu_samples_ms]),
             "attempts": len(measurement.attempt_cvs) or 1, "attempt_cvs": json.dumps(measurement.attempt_cvs),
         })
@@ -487,15 +486,17 @@ def _work(store: Store, args: SweepArgs, opts: Options, run_id: str, seq: dict[s
             path, manifest = artifacts[cell.key]
             try:
                 m = device.run(path, iterations=args.iterations, warmup=args.warmup, threads=cell.threads,
-                               timeout=opts.timeout, retries=opts.retries, retry_cv=stats.UNSTABLE_CV)
+                               timeout=opts.timeout, retries=opts.retries, retry_cv=stats.UNSTABLE_CV,
+                               retry_contention=stats.CONTENTION_BOUND)
             except ToolkitError as exc:
                 stage = getattr(exc, "stage", "run")
                 save(cell, status="failed", stage=stage, error=str(exc), manifest=manifest, artifact=path)
                 progress.console.print(f"  failed  {cell.label()}: [{stage}] {exc}", markup=False)
             else:
                 save(cell, status="ok", manifest=manifest, artifact=path, measurement=m)
-                s = stats.summarize(m.samples_ms)
-                flag = "  UNSTABLE" if s.unstable else ""
+                s = stats.summarize(m.samples_ms, m.cpu_samples_ms or None, threads=cell.threads)
+                flag = "" if s.contention is None else f", wall/CPU {1 + s.contention:.2f}"
+                flag += "  UNSTABLE" if s.unstable else ""
                 if len(m.attempt_cvs) > 1:
                     flag += f" (steadiest of {len(m.attempt_cvs)} attempts)"
                 progress.console.print(f"  ok      {cell.label()}: median {s.median:.2f} ms, mean {s.mean:.2f} ms, "

@@ -77,18 +77,21 @@ class HostDevice:
         return self._worker
 
     def run(self, artifact: Any, *, iterations: int = 100, warmup: int = 10, threads: int = 1,
-            timeout: float = 300.0, retries: int = 0, retry_cv: float = 0.10) -> Measurement:
+            timeout: float = 300.0, retries: int = 0, retry_cv: float = 0.10,
+            retry_contention: float = 0.05) -> Measurement:
         """Time `artifact` (an Artifact or its directory): `warmup` untimed runs, then `iterations` timed ones.
 
-        A timed loop with a coefficient of variation above `retry_cv` is re-run up to `retries` times (while the
-        cell's `timeout` allows) and the steadiest attempt is kept (see devices/worker.py).
+        A timed loop with a coefficient of variation above `retry_cv` (or, with one thread, a median wall time more
+        than `retry_contention` above its median CPU time) is re-run up to `retries` times while the cell's
+        `timeout` allows, and the steadiest attempt is kept (see devices/worker.py).
         """
         if iterations < 2:
             raise ToolkitError(f"iterations must be at least 2, not {iterations}")
         directory = getattr(artifact, "dir", artifact)
         request = {"op": "measure", "artifact": str(Path(directory)), "iterations": int(iterations),
                    "warmup": int(warmup), "threads": int(threads), "retries": int(retries),
-                   "retry_cv": float(retry_cv), "budget_s": 0.8 * timeout}
+                   "retry_cv": float(retry_cv), "retry_contention": float(retry_contention),
+                   "budget_s": 0.8 * timeout}
         try:
             reply = self._worker_for(threads).call(request, timeout)
         except WorkerError as exc:

@@ -49,6 +49,16 @@ def test_summary_constant_and_two_samples():
         stats.summarize([1.0])
 
 
+def test_contention_makes_a_steady_cell_unstable():
+    wall, cpu = [10.0, 10.2, 9.8, 10.0], [6.6, 6.7, 6.6, 6.7]  # steady, but a neighbour had the core half the time
+    s = stats.summarize(wall, cpu)
+    assert s.cv < 0.02 and s.cpu_median == pytest.approx(6.65) and s.contention == pytest.approx(10 / 6.65 - 1)
+    assert s.unstable
+    assert not stats.summarize(wall, [9.9, 9.9, 9.9, 9.9]).unstable  # 1% above CPU time: fine
+    s = stats.summarize(wall, cpu, threads=2)  # with several threads CPU time is not a latency: no contention test
+    assert s.contention is None and not s.unstable
+
+
 def test_crossings_interpolate_linearly():
     assert stats.crossings([100, 200, 300], [1.5, 1.1, 0.7]) == [pytest.approx(225.0)]
     assert stats.crossings([100, 200, 300], [1.5, 1.0, 0.5]) == [200.0]  # touches 1 and goes through: once
@@ -220,7 +230,7 @@ def test_hung_runtime_is_killed_and_replaced(artifacts):
         m = dev.run(art, iterations=20, warmup=2, threads=1, timeout=60)
         assert len(m.samples_ms) == 20 and m.load_ms > 0 and m.first_ms > 0 and m.overhead_us < 100
         assert len(m.cpu_samples_ms) == 20 and m.attempt_cvs and m.cpus == sorted(os.sched_getaffinity(0))[-1:]
-        m = dev.run(art, iterations=20, warmup=0, threads=1, timeout=60, retries=2, retry_cv=0.0)  # never steady
+        m = dev.run(art, iterations=20, warmup=0, threads=1, timeout=60, retries=2, retry_cv=1e-9)  # never steady
         assert len(m.attempt_cvs) == 3 and len(m.samples_ms) == 20
         assert stats.summarize(m.samples_ms).cv == pytest.approx(min(m.attempt_cvs), abs=1e-4)  # the steadiest
     finally:
@@ -230,7 +240,7 @@ def test_hung_runtime_is_killed_and_replaced(artifacts):
 @pytest.mark.bench
 def test_report_from_a_tiny_sweep(tmp_path, artifacts):
     args = ["run", "--models", f"{SMALL},{MF}", "--formats", "onnx", "--res", "64,96", "--iters", "20", "--warmup",
-            "2"]
+            "2", "--retries", "0"]
     rc, out, err = bench(*args, tmp=tmp_path, artifacts=artifacts)
     assert rc == 0, err
     rid = run_ids(tmp_path / "results.sqlite")[0]
