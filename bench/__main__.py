@@ -63,8 +63,8 @@ def main(argv: list[str] | None = None) -> int:
                         "cell stored as failed (default: 300)")
     r.add_argument("--retries", type=int, default=2,
                    help="re-time an unstable cell (CV above 10%%, or with one thread wall time 5%% above CPU time: "
-                        "a neighbour had the core) up to this many times, keeping the steadiest attempt; "
-                        "0 = never (default: 2)")
+                        "a neighbour had the core) up to this many times, keeping the steadiest attempt; paused "
+                        "while retries keep failing (bench/sweep.py); 0 = never (default: 2)")
     r.add_argument("--export-timeout", type=float, default=1800.0,
                    help="seconds one export may take before the converter is killed (default: 1800)")
     _store_arg(r)

@@ -305,6 +305,32 @@ class _Deferred:
                 raise KeyboardInterrupt
 
 
+# --------------------------------------------------------------------------------------------- retries
+class _RetryPolicy:
+    """Re-time unstable cells only while re-timing helps.
+
+    On this machine a neighbour's burst passes within seconds (a retry then rescues the cell), but a neighbour's
+    long job keeps a core shared for minutes, and then every retry fails too and only triples the sweep's time.
+    So after GIVE_UP retried cells in a row that stayed unstable, cells get one attempt, until a cell comes out
+    steady at once, which says the machine is quiet again.
+    """
+
+    GIVE_UP = 3
+
+    def __init__(self, retries: int):
+        self.retries = retries
+        self.failed_in_a_row = 0
+
+    def now(self) -> int:
+        return self.retries if self.failed_in_a_row < self.GIVE_UP else 0
+
+    def record(self, attempts: int, unstable: bool) -> None:
+        if not unstable:
+            self.failed_in_a_row = 0
+        elif attempts > 1:
+            self.failed_in_a_row += 1
+
+
 # --------------------------------------------------------------------------------------------- the sweep
 @dataclass
 class SweepResult:
@@ -474,6 +500,7 @@ def _work(store: Store, args: SweepArgs, opts: Options, run_id: str, seq: dict[s
         exporter.kill()  # free its memory (torch, converters) before timing anything
         # 3. measurements, in the shuffled order; progress weighted by expected cost so the ETA means something
         measure = [c for c in todo if c.key in artifacts]
+        retry = _RetryPolicy(opts.retries)
         weight = {c.key: (artifacts[c.key][1].get("madds") or 1) * (args.iterations + args.warmup) for c in measure}
         task = progress.add_task("measure", total=sum(weight.values()) or 1, cell="")
         mtask = progress.add_task("  cells", total=len(measure), cell="")
@@ -486,7 +513,7 @@ def _work(store: Store, args: SweepArgs, opts: Options, run_id: str, seq: dict[s
             path, manifest = artifacts[cell.key]
             try:
                 m = device.run(path, iterations=args.iterations, warmup=args.warmup, threads=cell.threads,
-                               timeout=opts.timeout, retries=opts.retries, retry_cv=stats.UNSTABLE_CV,
+                               timeout=opts.timeout, retries=retry.now(), retry_cv=stats.UNSTABLE_CV,
                                retry_contention=stats.CONTENTION_BOUND)
             except ToolkitError as exc:
                 stage = getattr(exc, "stage", "run")
@@ -495,6 +522,7 @@ def _work(store: Store, args: SweepArgs, opts: Options, run_id: str, seq: dict[s
             else:
                 save(cell, status="ok", manifest=manifest, artifact=path, measurement=m)
                 s = stats.summarize(m.samples_ms, m.cpu_samples_ms or None, threads=cell.threads)
+                retry.record(len(m.attempt_cvs), s.unstable)
                 flag = "" if s.contention is None else f", wall/CPU {1 + s.contention:.2f}"
                 flag += "  UNSTABLE" if s.unstable else ""
                 if len(m.attempt_cvs) > 1:
