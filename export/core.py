@@ -93,6 +93,10 @@ FORMATS: dict[str, FormatSpec] = {f.name: f for f in (
 )}
 
 
+# converters whose artifacts also depend on another format module's code (onnx2tf starts from our ONNX file)
+CODE_DEPENDS = {"onnx2tf": ("onnx",)}
+
+
 def format_spec(name: str) -> FormatSpec:
     if name not in FORMATS:
         raise ToolkitError(f"unknown format {name!r}; valid: {', '.join(FORMATS)}, all")
@@ -314,7 +318,7 @@ def export(model: str, fmt: str, resolution: Any = 224, *, precision: str = "fp3
     key_fields = {"model": model, "overrides": ov, "weights": {k: v for k, v in weights.items() if k != "checkpoint"},
                   "resolution": list(res), "format": fmt, "converter": conv.name, "converter_versions": versions,
                   "precision": precision, "parity": parity, "dynamic": dynamic,
-                  "code": code_hash(*sorted({conv.module, "onnx" if conv.name == "onnx2tf" else conv.module}))}
+                  "code": code_hash(*sorted({conv.module, spec.module, *CODE_DEPENDS.get(conv.name, ())}))}
     cache_key = hashlib.sha256(json.dumps(key_fields, sort_keys=True).encode()).hexdigest()[:24]
 
     cached = read_manifest(final)
