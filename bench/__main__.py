@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -67,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
                         "while retries keep failing (bench/sweep.py); 0 = never (default: 2)")
     r.add_argument("--export-timeout", type=float, default=1800.0,
                    help="seconds one export may take before the converter is killed (default: 1800)")
+    r.add_argument("--export-jobs", type=int, default=min(2, os.cpu_count() or 1),
+                   help="exports run in parallel before any timing starts (default: %(default)s)")
     _store_arg(r)
     r.add_argument("--reports", type=Path, default=DEFAULT_REPORTS, help="reports root (default: %(default)s)")
     r.add_argument("--artifacts", type=Path, default=DEFAULT_OUT, help="artifacts root (default: %(default)s)")
@@ -101,11 +104,13 @@ def cmd_run(args: argparse.Namespace, argv: list[str] | None) -> int:
                                   converter=args.converter, precision=args.precision)
     if args.timeout <= 0 or args.export_timeout <= 0:
         raise ToolkitError("--timeout and --export-timeout must be positive")
+    if args.export_jobs < 1:
+        raise ToolkitError("--export-jobs must be at least 1")
     if args.retries < 0:
         raise ToolkitError("--retries cannot be negative")
     opts = sweep.Options(store=args.store, reports=args.reports, artifacts=args.artifacts, run_id=args.run_id,
                          new=args.new, seed=args.seed, timeout=args.timeout, export_timeout=args.export_timeout,
-                         retries=args.retries,
+                         retries=args.retries, export_jobs=args.export_jobs,
                          retry_failed=args.retry_failed, report=not args.no_report,
                          argv=["python", "-m", "bench", *(argv if argv is not None else sys.argv[1:])])
     res = sweep.run(sweep_args, opts)

@@ -19,11 +19,13 @@ write is never torn (writes hold off the interrupt until they commit).
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import datetime as _dt
 import hashlib
 import itertools
 import json
+import queue
 import random
 import secrets
 import signal
@@ -355,6 +357,7 @@ class Options:
     seed: int | None = None
     timeout: float = 300.0
     export_timeout: float = 1800.0
+    export_jobs: int = 2  # exports run before any timing, so they may use every core
     retries: int = 2
     retry_failed: bool = False
     report: bool = True
@@ -390,14 +393,15 @@ def run(args: SweepArgs, opts: Options, console: Any = None) -> SweepResult:
 
     deferred = _Deferred()
     previous = signal.signal(signal.SIGINT, deferred.handler)
-    exporter = Worker("bench.export_worker", label="export worker")
+    exporters = [Worker("bench.export_worker", label=f"export worker {i + 1}") for i in range(opts.export_jobs)]
     try:
         if todo:
-            _work(store, args, opts, run_id, seq, todo, device, exporter, deferred, console, result)
+            _work(store, args, opts, run_id, seq, todo, device, exporters, deferred, console, result)
     except KeyboardInterrupt:
         result.interrupted = True
     finally:
-        exporter.kill()
+        for exporter in exporters:
+            exporter.kill()
         device.close()
         signal.signal(signal.SIGINT, previous)
 
@@ -429,7 +433,7 @@ def _counts(rows: list[dict[str, Any]]) -> dict[str, int]:
 
 
 def _work(store: Store, args: SweepArgs, opts: Options, run_id: str, seq: dict[str, int], todo: list[Cell],
-          device: Any, exporter: Worker, deferred: _Deferred, console: Any, result: SweepResult) -> None:
+          device: Any, exporters: list[Worker], deferred: _Deferred, console: Any, result: SweepResult) -> None:
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -453,36 +457,66 @@ def _work(store: Store, args: SweepArgs, opts: Options, run_id: str, seq: dict[s
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("elapsed"),
                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[cell]}"))
     with Progress(*columns, console=console, transient=False) as progress:
-        # 1. exports, grouped by model and resolution (one capture serves every format)
+        # 1. exports, grouped by model and resolution (one capture serves every format of a group), the groups
+        #    spread over `export_jobs` export workers: nothing is timed yet, so exports may use every core
         grouped = sorted(runnable, key=lambda cr: (cr[0].model, cr[0].overrides, cr[0].res, cr[0].format))
         task = progress.add_task("export ", total=len(grouped), cell="")
+        groups: dict[tuple, list[Cell]] = {}
         for cell, _ in grouped:
-            progress.update(task, cell=cell.label())
             if store.has_cell(run_id, cell.key):
                 progress.advance(task)
-                continue
-            req = {"op": "export", "model": cell.model, "overrides": dict(cell.overrides), "format": cell.format,
-                   "converter": cell.converter, "precision": cell.precision, "res": list(cell.res),
-                   "out": str(opts.artifacts)}
-            try:
-                reply = exporter.call(req, opts.export_timeout)
-            except WorkerError as exc:
-                reply = {"ok": False, "stage": "export", "error": f"{exc.stage}: {exc}"}
-            manifest = reply.get("manifest")
-            if manifest and manifest.get("madds"):
-                sizes[(cell.model, cell.overrides, cell.res)] = (manifest["params"], manifest["madds"])
-            if reply["ok"]:
-                artifacts[cell.key] = (reply["artifact"], manifest)
-                if not reply.get("cached"):
-                    verdict = (manifest.get("parity") or {}).get("verdict", "?")
-                    progress.console.print(f"  export  {cell.label()}: {manifest.get('export_seconds', 0):.0f} s, "
-                                           f"parity {verdict}", markup=False)
             else:
-                save(cell, status="failed", stage=reply["stage"], error=reply["error"], manifest=manifest,
-                     artifact=reply.get("artifact"))
-                progress.console.print(f"  failed  {cell.label()}: [{reply['stage']}] {reply['error']}",
-                                       markup=False)
-            progress.advance(task)
+                groups.setdefault((cell.model, cell.overrides, cell.res), []).append(cell)
+        idle: queue.Queue[Worker] = queue.Queue()
+        for w in exporters:
+            idle.put(w)
+
+        def export_group(group: list[Cell]) -> list[tuple[Cell, dict[str, Any]]]:
+            worker = idle.get()
+            try:
+                replies = []
+                for cell in group:
+                    req = {"op": "export", "model": cell.model, "overrides": dict(cell.overrides),
+                           "format": cell.format, "converter": cell.converter, "precision": cell.precision,
+                           "res": list(cell.res), "out": str(opts.artifacts)}
+                    try:
+                        reply = worker.call(req, opts.export_timeout)
+                    except WorkerError as exc:
+                        reply = {"ok": False, "stage": "export", "error": f"{exc.stage}: {exc}"}
+                    replies.append((cell, reply))
+                return replies
+            finally:
+                idle.put(worker)
+
+        exporter = exporters[0]  # for the info requests below
+        pool = concurrent.futures.ThreadPoolExecutor(len(exporters), thread_name_prefix="export")
+        try:
+            futures = [pool.submit(export_group, g) for g in groups.values()]
+            for fut in concurrent.futures.as_completed(futures):
+                for cell, reply in fut.result():
+                    progress.update(task, cell=cell.label())
+                    manifest = reply.get("manifest")
+                    if manifest and manifest.get("madds"):
+                        sizes[(cell.model, cell.overrides, cell.res)] = (manifest["params"], manifest["madds"])
+                    if reply["ok"]:
+                        artifacts[cell.key] = (reply["artifact"], manifest)
+                        if not reply.get("cached"):
+                            verdict = (manifest.get("parity") or {}).get("verdict", "?")
+                            progress.console.print(f"  export  {cell.label()}: "
+                                                   f"{manifest.get('export_seconds', 0):.0f} s, parity {verdict}",
+                                                   markup=False)
+                    else:
+                        save(cell, status="failed", stage=reply["stage"], error=reply["error"], manifest=manifest,
+                             artifact=reply.get("artifact"))
+                        progress.console.print(f"  failed  {cell.label()}: [{reply['stage']}] {reply['error']}",
+                                               markup=False)
+                    progress.advance(task)
+        except BaseException:
+            for w in exporters:  # unblock the threads waiting on a child, then drop queued groups
+                w.kill()
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)
         # 2. formats this device cannot run: stored without exporting
         for cell, reason in not_run:
             size = sizes.get((cell.model, cell.overrides, cell.res)) or store.known_size(
