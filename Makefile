@@ -18,7 +18,7 @@ PRECISION  ?= fp32
 # bench: comma-separated lists
 MODELS     ?= mobileformer_294m,mobilenetv3_large_100,mobilevit_xs
 FORMATS    ?= onnx,tflite,executorch,coreml
-BENCH_RES  := 128,160,192,224,256,320,384,448,512
+BENCH_RES  := 128,160,192,224,256,384,512
 ITERS      ?= 100
 WARMUP     ?= 10
 THREADS    ?= 1

@@ -14,11 +14,11 @@ DEFAULT_STORE = ROOT / "results" / "results.sqlite"
 DEFAULT_REPORTS = ROOT / "reports"
 DEFAULT_MODELS = "mobileformer_294m,mobilenetv3_large_100,mobilevit_xs"
 DEFAULT_FORMATS = "onnx,tflite,executorch,coreml"
-DEFAULT_RES = "128,160,192,224,256,320,384,448,512"
+DEFAULT_RES = "128,160,192,224,256,384,512"
 
 EPILOG = """examples:
   python -m bench run --device host --models mobileformer_294m,mobilenetv3_large_100,mobilevit_xs \\
-      --formats onnx,tflite,executorch,coreml --res 128,160,192,224,256,320,384,448,512 --iters 100 --threads 1
+      --formats onnx,tflite,executorch,coreml --res 128,160,192,224,256,384,512 --iters 100 --threads 1
   python -m bench run --models mobileformer_26m:tokens=3,mobilenetv3_small_100 --formats tflite \\
       --converter litert-torch,onnx2tf --res 128,192x256
   python -m bench report                      # re-render the latest run's report from the store
