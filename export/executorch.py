@@ -1,0 +1,478 @@
+"""ExecuTorch: torch.export capture -> edge dialect -> XNNPACK partitioner -> .pte -> executorch.runtime.
+
+The flow is ExecuTorch's recommended one for CPU (`to_edge_transform_and_lower` with `XnnpackPartitioner`, then
+`to_executorch`), fed with the capture shared across formats (Job.exported_program()).
+
+Why the extra rewrites (export-friendly lowering, converter-level: the model code is untouched):
+ExecuTorch 1.5's XNNPACK partitioner claims an op only if it has a config for it, and every op it does not claim
+cuts the graph into another delegate and leaves that op to the slower portable kernels. Out of plain
+`to_edge_transform_and_lower`, Mobile-Former-26M came out in 76 pieces (137 portable ops), MobileViT-XS in 49
+(156). The cuts were ops XNNPACK can compute but not in the form they arrive in:
+  * expand_copy that does not change the shape (torch's matmul decomposition emits one per batched matmul)
+    -> removed (ExecuTorch's own RemoveNoopExpandCopyPass, which its XNNPACK example uses);
+  * select_copy (Mobile-Former's `z[:, 0]`) -> slice_copy of width 1 + view_copy;
+  * mean over H, W without keepdim (classifier pooling) -> mean with keepdim + view_copy;
+  * unsqueeze_copy / squeeze_copy on a non-trailing dim -> view_copy (shapes are static);
+  * layer_norm over the last dim (no XNNPACK config at all) -> the textbook formula on a (N, 1, 1, D) view:
+    mean, subtract, square, mean, add eps, rsqrt, multiply, affine; XNNPACK runs the means as global average
+    pooling. Same maths, different float rounding (~1e-7 relative; parity measures the whole network);
+  * MobileViT (timm, fused attention): torch's SDPA decomposition guards the softmax against fully masked rows
+    (`_safe_softmax`: eq/-inf, any, logical_not, where, full_like), ops XNNPACK lacks. With no mask no row can be
+    fully masked, so SDPA is written out as matmul, scale, softmax, matmul.
+The first four run on the edge graph (`_xnnpack_friendly_pass`), the last two on the ATen program before
+`to_edge` (`_aten_rewrites`: they need scalar constants, which `to_edge` lifts the way XNNPACK expects). Result:
+every model of the coverage set lowers to ONE delegate with no portable op in fp32. Measured here (1 thread, 224):
+MobileViT-XS 37 -> 22 ms per image, Mobile-Former-294M 26.7 -> 24.3 ms.
+
+Export time: nearly all of it is ExecuTorch's pass infrastructure re-tracing the whole graph (~1,400 nodes for
+Mobile-Former) with fake tensors: 3 decompositions plus ~7 passes in `to_edge`, then 17 XNNPACK passes per
+delegate (~1 s each), so the cost follows graph size, not resolution. Fewer delegates removed the per-piece
+overhead; dropping torch.fx's `from_node` provenance chains (deep-copied by every re-trace, growing by one level
+per pass) removed a few percent more. CPU seconds, plain flow -> ours: Mobile-Former-26M 60.6 -> ~50,
+Mobile-Former-294M 84.6 -> 69.6, MobileViT-XS 31.8 -> 31.0, MobileNetV3-L 17.3 -> 15.4 (wall time on this
+shared 2-core VM was 2-3x higher, which is where the 130-150 s in TOOLCHAIN.md came from). `stage_seconds` in the
+manifest splits each export into capture, ATen rewrites, to_edge+lower, to_executorch and serialisation.
+
+fp16: the shared fp32 capture is lowered to the edge dialect, then retyped to float16 as a whole (weights,
+constants, input, every op; `_to_half_pass`), and XNNPACK runs its fp16 kernels. The .pte's input and output are
+float16; load() converts from and to float32 so callers feed the same arrays as for fp32. Facts met on the way:
+  * exporting a `.half()` model instead leaves casts everywhere (torch decomposes hardswish, batch norm, ... in
+    float32 "opmath"), and XNNPACK takes no casts: MobileNetV3-Small fell into 19 pieces; retyping after
+    decomposition gives one;
+  * XNNPACK's fp16 matmuls accumulate in fp16. Mobile-Former's Mobile->Former attention averages over all H*W
+    pixels (12,544 terms at 224 in the 294M), and past ~1000 terms the small ones vanish: logits fell to cosine
+    0.63. Long fp16 batched matmuls are therefore split into chunks of <= 128 terms added pairwise
+    (`chunked_bmm`, `_fp16_chunks`): same sum, other rounding order; that layer's error went from 17% to 0.12%;
+  * XNNPACK has no fp16 GELU: Mobile-Former's GELUs (8-11) stay with the portable kernels, 9-12 pieces;
+  * ExecuTorch 1.5's XNNPACK serialiser stores convolution weights as fp32 even in fp16 programs, so an fp16 .pte
+    shrinks only by its linear layers (MobileNetV3-Small 10.2 -> 8.1 MB, Mobile-Former-26M 13.1 -> 6.9 MB).
+
+Threads: ExecuTorch's XNNPACK delegate uses one process-wide threadpool, sized to the cores by default.
+load(threads=N) resizes it with `_unsafe_reset_threadpool` (pybindings; "unsafe" because it must not run while a
+method executes; we only call it while loading).
+
+Corrupt files: the program loader is native code. Before handing it a file we check the flatbuffer identifier and
+ExecuTorch's extended header (program and segment sizes against the file size), so a truncated or foreign file is
+a ToolkitError naming the file rather than whatever the native loader does with it.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from export.core import Converted, Job
+from models.errors import ToolkitError
+
+FILE_IDENTIFIER = b"ET12"  # bytes 4..8 of a .pte (flatbuffer file identifier)
+HEADER_MAGIC = b"eh00"  # ExecuTorch extended header at byte 8
+_SCALAR_TYPES = {5: "float16", 6: "float32"}  # ExecuTorch ScalarType codes used here
+
+
+# --------------------------------------------------------------------------------------------- convert
+def convert(job: Job) -> Converted:
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.backends.xnnpack.utils.configs import (
+        get_xnnpack_edge_compile_config,
+        get_xnnpack_executorch_backend_config,
+    )
+    from executorch.exir import to_edge_transform_and_lower
+
+    stages: dict[str, float] = {}
+    t = time.perf_counter()
+    program = job.exported_program()
+    stages["capture"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    program = _aten_rewrites(program)
+    stages["aten_rewrites"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    edge = to_edge_transform_and_lower(program, transform_passes=_passes(job.precision),
+                                       partitioner=[XnnpackPartitioner()],
+                                       compile_config=get_xnnpack_edge_compile_config())
+    stages["to_edge_and_lower"] = time.perf_counter() - t
+    delegation = delegation_summary(edge.exported_program().graph_module)
+
+    t = time.perf_counter()
+    et_program = edge.to_executorch(get_xnnpack_executorch_backend_config())
+    stages["to_executorch"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    path = job.out_dir / f"{job.stem}.pte"
+    path.write_bytes(et_program.buffer)
+    stages["serialize"] = time.perf_counter() - t
+    check_file(path)
+    io_dtype = "float16" if job.precision == "fp16" else "float32"
+    return Converted(path, "NCHW", {"delegation": delegation, "pte_io_dtype": io_dtype, "backend": "XnnpackBackend",
+                                    "stage_seconds": {k: round(v, 2) for k, v in stages.items()}})
+
+
+def delegation_summary(graph_module) -> dict[str, Any]:
+    """Delegate partitions, ops inside them (before XNNPACK fusions), and ops left to the portable kernels."""
+    inside: Counter[str] = Counter()
+    outside: Counter[str] = Counter()
+    partitions = 0
+    for node in graph_module.graph.nodes:
+        if node.op == "get_attr" and node.name.startswith("lowered_module"):
+            partitions += 1
+            for inner in getattr(graph_module, node.target).original_module.graph.nodes:
+                if inner.op == "call_function" and _op_name(inner) != "getitem":
+                    inside[_op_name(inner)] += 1
+        elif node.op == "call_function" and _op_name(node) not in ("getitem", "executorch_call_delegate"):
+            outside[_op_name(node)] += 1
+    delegated, portable = sum(inside.values()), sum(outside.values())
+    kinds = dict(sorted(outside.items(), key=lambda kv: (-kv[1], kv[0])))
+    summary = f"{partitions} XNNPACK partition{'s' * (partitions != 1)}, {delegated}/{delegated + portable} ops"
+    if kinds:
+        summary += "; portable: " + ", ".join(f"{k} x{v}" for k, v in kinds.items())
+    return {"partitions": partitions, "delegated_ops": delegated, "portable_ops": portable,
+            "delegated_share": round(delegated / (delegated + portable), 4) if delegated + portable else 0.0,
+            "portable_op_kinds": kinds, "summary": summary}
+
+
+def _op_name(node) -> str:
+    name = getattr(node.target, "__name__", str(node.target))
+    for prefix in ("aten.", "dim_order_ops."):
+        name = name.removeprefix(prefix)
+    return name.removesuffix(".default")
+
+
+# --------------------------------------------------------------------------------------------- graph rewrites
+def _aten_rewrites(program):
+    """LayerNorm and mask-free SDPA written out in ops XNNPACK takes (see the module docstring).
+
+    Done on the ATen program, before `to_edge`, because the rewrites need scalar constants (eps, the attention
+    scale) that `to_edge` then lifts the way XNNPACK expects. Returns a new program; the shared capture is not
+    modified. Nodes we cannot prove equivalent (a norm over several dims, an attention mask) are left alone.
+    """
+    import torch
+
+    aten = torch.ops.aten
+    calls = [n for n in program.graph.nodes if n.op == "call_function"]
+    norms = [n for n in calls if n.target == aten.layer_norm.default]
+    sdpas = [n for n in calls if n.target == aten.scaled_dot_product_attention.default]
+    table = {}
+    if norms and all(len(n.args[1]) == 1 for n in norms):
+        table[aten.layer_norm.default] = _layer_norm
+    if sdpas and all(_plain_sdpa(n) for n in sdpas):
+        table[aten.scaled_dot_product_attention.default] = _sdpa
+    if not table:
+        return program
+    program = program.run_decompositions(table)
+    _drop_provenance(program.graph_module)
+    return program
+
+
+def _drop_provenance(graph_module) -> None:
+    """Drop torch.fx's `from_node` provenance chains: each retrace deep-copies them, and they grow by one level
+    per pass, so over ExecuTorch's ~30 passes they cost a third of the lowering time. Only etrecord reads them."""
+    for node in graph_module.graph.nodes:
+        node.meta.pop("from_node", None)
+
+
+def _layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5, cudnn_enable=True):
+    """LayerNorm over the last dim on a (N, 1, 1, D) view, so both means are global average pools."""
+    import torch
+
+    shape = x.shape
+    x4 = x.reshape(-1, 1, 1, shape[-1])
+    centred = x4 - x4.mean((2, 3), keepdim=True)
+    y = centred * torch.rsqrt((centred * centred).mean((2, 3), keepdim=True) + eps)
+    if weight is not None:
+        y = y * weight
+    if bias is not None:
+        y = y + bias
+    return y.reshape(shape)
+
+
+def _plain_sdpa(node) -> bool:
+    names = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
+    args = dict(zip(names, node.args)) | dict(node.kwargs)
+    return (args.get("attn_mask") is None and not args.get("is_causal") and not args.get("dropout_p")
+            and not args.get("enable_gqa"))
+
+
+def _sdpa(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
+    import torch
+
+    s = q.shape[-1] ** -0.5 if scale is None else scale
+    return torch.softmax((q @ k.transpose(-2, -1)) * s, dim=-1) @ v
+
+
+def _passes(precision: str) -> list:
+    from executorch.backends.xnnpack._passes.remove_noop_expand_copy_pass import RemoveNoopExpandCopyPass
+
+    passes = [RemoveNoopExpandCopyPass(), _xnnpack_friendly_pass(), _fold_constant_casts_pass()]
+    return ([_to_half_pass()] if precision == "fp16" else []) + passes
+
+
+def _to_half_pass():
+    """fp16: retype the decomposed fp32 edge program to float16 (weights, constants, input, every op).
+
+    Exporting a `.half()` model instead gives a graph full of casts: torch's decompositions of hardswish,
+    hardsigmoid, batch norm and friends compute half inputs in float32 ("opmath") and cast back, and XNNPACK
+    takes no casts (MobileNetV3-Small fell into 19 pieces). Converting after decomposition leaves none. The
+    program's input and output become float16 (load() converts); stored tensors are converted into new dicts, so
+    the fp32 capture shared with the other formats is untouched.
+    """
+    import torch
+    from executorch.exir.pass_base import ExportedProgramPassBase, ExportedProgramPassResult, ExportPass
+    from torch.export import ExportedProgram
+
+    def half(value):
+        if isinstance(value, torch.Tensor) and value.dtype == torch.float32:
+            return torch.nn.Parameter(value.detach().half(), requires_grad=False) \
+                if isinstance(value, torch.nn.Parameter) else value.half()
+        return value
+
+    class ToHalf(ExportedProgramPassBase):
+        def call(self, program) -> ExportedProgramPassResult:
+            graph_module = program.graph_module
+            for node in graph_module.graph.nodes:
+                if node.op == "placeholder":
+                    node.meta["val"] = half(node.meta["val"])
+                elif node.op == "call_function" and node.kwargs.get("dtype") == torch.float32:
+                    node.kwargs = {**node.kwargs, "dtype": torch.float16}
+            graph_module = ExportPass()(graph_module).graph_module  # re-derives every node's dtype
+            _drop_provenance(graph_module)
+            new = ExportedProgram(
+                root=graph_module, graph=graph_module.graph, graph_signature=program.graph_signature,
+                state_dict={k: half(v) for k, v in program.state_dict.items()},
+                range_constraints=program.range_constraints, module_call_graph=program.module_call_graph,
+                example_inputs=None, constants={k: half(v) for k, v in program.constants.items()},
+                verifiers=program.verifiers)
+            return ExportedProgramPassResult(new, True)
+
+    return ToHalf()
+
+
+def _fold_constant_casts_pass():
+    """Fold dtype casts of constants (fp16: `to_edge` lifts Python scalars such as h-sigmoid's 3.0 as float32
+    tensors and casts them to half at run time; XNNPACK takes no casts, so each one cut the graph)."""
+    from executorch.exir.pass_base import ExportedProgramPassBase, ExportedProgramPassResult
+    from executorch.exir.passes.constant_prop_pass import constant_prop_pass
+
+    class FoldConstantCasts(ExportedProgramPassBase):
+        def call(self, program) -> ExportedProgramPassResult:
+            sig = program.graph_signature  # to_edge lifts scalars as buffers
+            constants = {*sig.inputs_to_lifted_tensor_constants, *sig.inputs_to_parameters, *sig.inputs_to_buffers}
+            casts = [n for n in program.graph.nodes if n.op == "call_function"
+                     and _op_name(n) in ("_to_dim_order_copy", "_to_copy")
+                     and getattr(n.args[0], "op", None) == "placeholder" and n.args[0].name in constants]
+            if not casts:
+                return ExportedProgramPassResult(program, False)
+            return ExportedProgramPassResult(constant_prop_pass(program), True)
+
+    return FoldConstantCasts()
+
+
+def _xnnpack_friendly_pass():
+    """An edge-dialect pass rewriting ops the XNNPACK partitioner rejects into equivalent ones it accepts."""
+    import torch
+    from executorch.exir.dialects._ops import ops as exir_ops
+    from executorch.exir.pass_base import ExportPass, PassResult
+
+    edge = exir_ops.edge.aten
+
+    def shape(node) -> list[int]:
+        return list(node.meta["val"].shape)
+
+    handled = {edge.select_copy.int, edge.unsqueeze_copy.default, edge.squeeze_copy.dim, edge.squeeze_copy.dims,
+               edge.mean.dim, edge.bmm.default}
+
+    class XnnpackFriendly(ExportPass):
+        def call(self, graph_module: torch.fx.GraphModule) -> PassResult:
+            graph = graph_module.graph
+            changed = False
+            for node in list(graph.nodes):
+                if node.op != "call_function":
+                    continue
+                with graph.inserting_before(node):
+                    new = self.rewrite(graph, node)
+                if new is not None:
+                    new.meta["val"] = node.meta["val"]  # later rewrites read shapes
+                    node.replace_all_uses_with(new)
+                    graph.erase_node(node)
+                    changed = True
+            _drop_provenance(graph_module)
+            if not changed:
+                return PassResult(graph_module, True)
+            graph.eliminate_dead_code()
+            graph.lint()
+            graph_module.recompile()
+            return PassResult(super().call(graph_module).graph_module, True)
+
+        def rewrite(self, graph, node):
+            target, args = node.target, node.args
+            if target not in handled:
+                return None
+            out = shape(node)
+            if target == edge.bmm.default:
+                return self.chunked_bmm(graph, node)
+            if target == edge.select_copy.int:
+                x, dim, index = args
+                size = shape(x)[dim]
+                index = index % size
+                part = graph.call_function(edge.slice_copy.Tensor, (x, dim, index, index + 1, 1))
+                return graph.call_function(edge.view_copy.default, (part, out))
+            if target in (edge.unsqueeze_copy.default, edge.squeeze_copy.dim, edge.squeeze_copy.dims):
+                return graph.call_function(edge.view_copy.default, (args[0], out))
+            if target == edge.mean.dim:
+                x = args[0]
+                rank = len(shape(x))
+                dims = sorted(d % rank for d in args[1]) if len(args) > 1 and args[1] else []
+                keepdim = bool(args[2]) if len(args) > 2 else bool(node.kwargs.get("keepdim", False))
+                if rank == 4 and dims == [2, 3] and not keepdim and node.kwargs.get("dtype") is None:
+                    mean = graph.call_function(edge.mean.dim, (x, [2, 3], True))
+                    return graph.call_function(edge.view_copy.default, (mean, out))
+                return None
+            return None
+
+        def chunked_bmm(self, graph, node):
+            """fp16 only: a batched matmul summing over K > FP16_MAX_SUM terms, computed as C chunks of K/C terms
+            whose partial products are added pairwise (see FP16_MAX_SUM)."""
+            a, b = node.args
+            if node.meta["val"].dtype != torch.float16:
+                return None
+            n, m, k = shape(a)
+            d = shape(b)[2]
+            chunks = _fp16_chunks(k)
+            if chunks is None:
+                return None
+            length = k // chunks
+            call = graph.call_function
+            a3 = call(edge.view_copy.default, (a, [n, m, chunks, length]))
+            a3 = call(edge.permute_copy.default, (a3, [0, 2, 1, 3]))
+            a3 = call(edge.view_copy.default, (a3, [n * chunks, m, length]))
+            b3 = call(edge.view_copy.default, (b, [n * chunks, length, d]))
+            part = call(edge.view_copy.default, (call(edge.bmm.default, (a3, b3)), [n, chunks, m * d]))
+            while chunks > 1:  # pairwise: each partial sum meets one of its own size
+                chunks //= 2
+                low = call(edge.slice_copy.Tensor, (part, 1, 0, chunks, 1))
+                high = call(edge.slice_copy.Tensor, (part, 1, chunks, 2 * chunks, 1))
+                part = call(edge.add.Tensor, (low, high))
+            return call(edge.view_copy.default, (part, [n, m, d]))
+
+    return XnnpackFriendly()
+
+
+FP16_MAX_SUM = 512  # longest dot product left to one fp16 accumulator (see _fp16_chunks)
+
+
+def _fp16_chunks(k: int) -> int | None:
+    """How many chunks to split a K-term fp16 dot product into (a power of two, chunks of 32-128 terms).
+
+    XNNPACK's fp16 GEMMs accumulate in fp16. Mobile-Former's Mobile->Former attention sums over every pixel
+    (K = H*W, 12,544 at 224 for the 294M's first stage) with weights that add up to one: once the running sum is
+    ~1000x a term, further terms fall below half an ulp and vanish. Measured on that layer: 17% error in fp16 against
+    0.08% for PyTorch's half model; the whole network's logits fell to cosine 0.63. Chunks of <= 128 terms added
+    pairwise keep every accumulation short. Same sum; only the rounding order differs.
+    """
+    if k <= FP16_MAX_SUM:
+        return None
+    chunks = 1
+    while k % (chunks * 2) == 0 and k // (chunks * 2) >= 32:
+        chunks *= 2
+        if k // chunks <= 128:
+            return chunks
+    return chunks if chunks > 1 else None
+
+
+# --------------------------------------------------------------------------------------------- runtime
+def runs_here() -> str | None:
+    try:
+        from executorch.runtime import Runtime
+    except ImportError as exc:  # the wheel ships the runtime; a broken install lacks _C
+        return f"executorch runtime unavailable ({exc})"
+    if not Runtime.get().backend_registry.is_available("XnnpackBackend"):
+        return "executorch runtime built without the XNNPACK backend"
+    return None
+
+
+def check_file(path: Path) -> None:
+    """Reject files the native loader should never see: wrong identifier, bad header, truncated segments."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(64)
+    except OSError as exc:
+        raise ToolkitError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if len(head) < 40 or head[4:8] != FILE_IDENTIFIER:
+        raise ToolkitError(f"{path} is not an ExecuTorch program (no {FILE_IDENTIFIER.decode()} identifier)")
+    if head[8:12] != HEADER_MAGIC:
+        raise ToolkitError(f"{path} has no ExecuTorch extended header (corrupt?)")
+    length, program_size, segment_base, segment_size = struct.unpack_from("<IQQQ", head, 12)
+    end = max(program_size, segment_base + segment_size if segment_base else 0)
+    if length < 24 or program_size == 0 or end > size:
+        raise ToolkitError(f"{path} is truncated or corrupt: header says {end} bytes, file has {size}")
+
+
+def load(file: Path, manifest: dict[str, Any], threads: int | None):
+    import numpy as np
+    import torch
+
+    check_file(file)
+    try:
+        method, _ = _quiet(_load_method, Path(file), threads)
+    except _NativeError as exc:
+        raise ToolkitError(f"cannot load {file} (corrupt or truncated?): {exc}") from None
+    if method is None:
+        raise ToolkitError(f"{file} has no forward method")
+    dtype_code = method.metadata.input_tensor_meta(0).dtype()
+    if dtype_code not in _SCALAR_TYPES:
+        raise ToolkitError(f"{file}: unexpected input dtype code {dtype_code}")
+    in_dtype = torch.float16 if _SCALAR_TYPES[dtype_code] == "float16" else torch.float32
+    execute = method.execute
+
+    def infer(x: np.ndarray) -> np.ndarray:
+        t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+        out = execute([t.to(in_dtype) if in_dtype != torch.float32 else t])[0]
+        return out.float().numpy()
+
+    return infer
+
+
+def _load_method(file: Path, threads: int | None):
+    from executorch.runtime import Runtime, Verification
+
+    runtime = Runtime.get()
+    if threads:
+        from executorch.extension.pybindings import portable_lib
+
+        if portable_lib._threadpool_get_thread_count() != threads:
+            portable_lib._unsafe_reset_threadpool(int(threads))
+    program = runtime.load_program(file, verification=Verification.InternalConsistency)
+    return program.load_method("forward")
+
+
+class _NativeError(Exception):
+    pass
+
+
+def _quiet(fn, *args):
+    """Run fn with file descriptor 2 captured: the runtime's C++ logging (cpuinfo probing, threadpool resets)
+    goes to stderr on every first load. The capture is dropped on success and quoted in the error otherwise."""
+    import os
+    import sys
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            return fn(*args), None
+        except Exception as exc:  # noqa: BLE001 - the native loader raises RuntimeError/ValueError/...
+            sys.stderr.flush()
+            sink.seek(0)
+            lines = [ln for ln in sink.read().decode(errors="replace").splitlines() if ln.strip()]
+            detail = " ".join(str(exc).split())[:200] or type(exc).__name__
+            raise _NativeError(detail + ("; runtime log: " + " | ".join(lines[-3:]) if lines else "")) from None
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
