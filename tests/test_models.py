@@ -16,7 +16,7 @@ import models
 from models.errors import ToolkitError
 
 ROOT = Path(__file__).resolve().parent.parent
-REF_KEYS = ROOT.parent / "shared" / "ref" / "mobileformer_official_state_dict_keys.json"
+REF_KEYS = Path(__file__).parent / "golden" / "mobileformer_official_state_dict_keys.json"  # from shared/ref
 GOLDEN = Path(__file__).parent / "golden" / "mobileformer_logits.json"
 
 # MODELS.md 1.1 (authors' code), 2.2 and 3.2 (timm): exact parameter counts
