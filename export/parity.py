@@ -10,8 +10,12 @@ Figures per set: max_abs (largest |artifact - torch| over all logits), max_rel (
 cosine (the smallest cosine similarity of a sample's logit vectors), top1 (share of samples whose argmax agrees),
 top5 (mean overlap of the two top-5 sets).
 
-Thresholds (THRESHOLDS below): fp32 must reach max_rel <= 1e-3 and cosine >= 0.99999 on both sets. fp16 thresholds
-come from measurement (docs/parity.md): fp16 keeps ~11 significant bits, and errors accumulate over ~50 layers.
+Thresholds (THRESHOLDS below): fp32 must reach max_rel <= 1e-3 and cosine >= 0.99999 on both sets. fp16 must reach
+max_rel <= 1e-1 and cosine >= 0.995, set from measurement at 224 on the coverage models (docs/export.md): weight-only
+fp16 (ONNX, both TFLite converters, computed in fp32 here) stays within 2.0e-2 / 0.9997; ExecuTorch's XNNPACK
+computes in fp16 and reaches 5.1e-2 / 0.9968 on Mobile-Former-294M, where PyTorch's own half-precision model gives
+3.8e-2 / 0.9986. A broken conversion lands far outside (onnx2tf's wrong NHWC guess on MobileViT: cosine 0.66;
+fp16 accumulation over 12,544 pixels before chunking: cosine 0.63).
 Top-1/top-5 are reported, not gated: with random weights two logits can be closer than any float error.
 """
 
@@ -23,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-THRESHOLDS = {"fp32": {"max_rel": 1e-3, "cosine": 0.99999}, "fp16": {"max_rel": 3e-2, "cosine": 0.999}}
+THRESHOLDS = {"fp32": {"max_rel": 1e-3, "cosine": 0.99999}, "fp16": {"max_rel": 1e-1, "cosine": 0.995}}
 N_RANDOM = 8
 IMAGES = ("astronaut", "coffee", "chelsea", "rocket")
 
