@@ -8,7 +8,11 @@ Decisions (each one met on this machine):
 * The ONNX file comes from the ONNX format module's own conversion of the shared torch.export capture (same
   opset, same exporter, no second ONNX exporter); onnx2tf gets a copy, because it rewrites its input in place.
 * onnx2tf imports TensorFlow, and TensorFlow imported before torch._dynamo/triton kills the process (exit 139):
-  it runs as `python -m onnx2tf` in a subprocess, so `--format all` survives in one process.
+  it runs in a subprocess, so `--format all` survives in one process. The subprocess (`_subprocess`) calls
+  onnx2tf.convert with the command line's options, takes the Keras model it returns and runs onnx2tf's own float32
+  TFLite step on it, nothing more: the command line would also write a SavedModel and a float16 .tflite that we
+  never use (neither can be switched off there; `-dms` switches off every output). Its float32 file is
+  byte-identical to the command line's (checked on Mobile-Former 26m at 96x64) and costs ~12% less CPU time.
 * onnx2tf downloads `calibration_image_sample_data_20x128x128x3_float32.npy` even for float32 conversion (it
   feeds the images to its per-op accuracy checks); we write a seeded uniform [0, 1) array of that shape into its
   working directory first, so nothing is fetched.
@@ -20,7 +24,8 @@ Decisions (each one met on this machine):
   Reshape's output in the ONNX (NCHW) order and relies on the next Conv noticing the channel mismatch. For the
   Mobile-Former 26m channel shuffle (Reshape to rank 5 -> Transpose [0,2,1,3,4] -> Reshape to rank 4) at 128x128
   the final 4x4 maps meet a grouped Conv with groups = 4, the mismatch goes unnoticed and the conversion dies
-  ("Dimensions must be equal"): the automatic-transpose trap of PINTO0309/onnx2tf#105. Forcing NHWC on the
+  ("Dimensions must be equal"): the automatic-transpose trap of PINTO0309/onnx2tf#105. Without replacements it
+  also dies at 64x64 and 96x64 (H x W), while 64x96 happens to convert. Forcing NHWC on the
   shuffles alone breaks the Add that joins them with the Mobile<-Former bridge's output Reshape, so the rule is
   graph-wide: every Reshape whose rank-4 output has the shape of some Conv output (a feature map) gets an explicit
   NCHW->NHWC transpose (`post_process_transpose_perm` [0,2,3,1]). That puts every feature map in one layout at
@@ -31,16 +36,29 @@ Decisions (each one met on this machine):
   the permutation whose output matches onnxruntime on its calibration images, by re-running the partial Keras
   model up to that op: quadratic in depth and 60-70% of its run time (cProfile of Mobile-Former 26m: 140 of 225 s
   in `dummy_tf_inference`, 508 calls; the two TFLite conversions, float32 and float16, 18 s; the rest TensorFlow
-  import and Keras graph building). `-dsm` skips that search. We run fast mode, compare its float32 file with
+  import and Keras graph building). `-dsm` skips that search, but not the one of MatMul, which onnx2tf runs in
+  every mode: fast mode on Mobile-Former 26m still makes 246 `dummy_tf_inference` calls (the 123 MatMuls of the
+  token attention and Former), over half its time, all Keras per-layer overhead; so a smaller input resolution
+  barely shortens an onnx2tf conversion. We run fast mode, compare its float32 file with
   onnxruntime on the same ONNX file (random inputs, fp32 parity thresholds), and rerun in strict mode when they
   differ. Over the coverage set (7 models x 128, 224, 192x256) fast mode was right for every Mobile-Former,
   MobileNetV3 and MobileViT-XS file (2-3x quicker than strict) and silently wrong for MobileViT-XXS at 128x128
   and 192x256 (max_rel 0.1 and 0.035 against onnxruntime; without our replacements cosine 0.66), which strict
   mode then converts exactly. The manifest records which mode made the file and that check's figures; the parity
   check against PyTorch still decides.
-* onnx2tf always writes both float32 and float16 (TensorFlow's float16 quantization) files; fp16 takes the
-  latter, from the same checked run. It rounds every float constant to float16, scalars included, so its fp16
-  errors on Mobile-Former are about 3x litert-torch's (see export/tflite.py).
+* fp16 means one thing for every TFLite converter: litert-torch's `full_fp16_recipe`, weight-only float16 (the
+  weights of conv/linear ops stored as float16 behind DEQUANTIZE, activations float32; see export/tflite.py). We
+  build it from onnx2tf's float32 file, the one the fast/strict check just validated, with the tooling litert-torch
+  applies that recipe with: litert-torch's own translation of the recipe into an ai-edge-quantizer recipe, then
+  ai-edge-quantizer's Quantizer on the flatbuffer (well under a second). onnx2tf's own float16 file (TensorFlow's
+  float16 quantization) is not used: it rounds every float constant, scalars included (attention scales,
+  LayerNorm epsilon, erf coefficients, biases): 398 float16 tensors against 187 for Mobile-Former 294m at 224,
+  where its parity failed (max_rel 6.9e-2, cosine 0.995171) and the recipe's passes. Quantizing onnx2tf's
+  float32 file gives exactly litert-torch's float16 tensor count for every Mobile-Former and MobileNetV3 (187
+  for 294m); MobileViT differs only because onnx2tf's graph has 9 more convolutions (72 against 63/66). In both
+  files float16 tensors feed only the weight input of CONV_2D, DEPTHWISE_CONV_2D and FULLY_CONNECTED; biases and
+  every scalar stay float32. onnx2tf's float16 file is not even written (see the subprocess above). The
+  manifest's `fp16` record names the source, the tool and its version, and the recipe.
 * Delegation: onnx2tf turns `z[:, 0]` (token 0 feeding the dynamic-ReLU hyper networks) into GATHER and
   MobileNetV3's hard-sigmoid into RELU_0_TO_1, neither of which XNNPACK takes; each one splits the XNNPACK
   partition (the manifest's delegation lists them). litert-torch's files are delegated whole.
@@ -48,7 +66,9 @@ Decisions (each one met on this machine):
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import json
 import os
 import re
@@ -62,8 +82,11 @@ from typing import Any
 from export.core import Converted, Job
 from models.errors import ToolkitError
 
-FLAGS = ("-nuo", "-rtpo", "erf")
-FAST = "-dsm"  # disable_strict_mode: skip onnx2tf's per-op accuracy search
+# onnx2tf.convert() arguments; `output_signaturedefs` is its command line's default (the function's is False), the
+# others are the command line's -n -nuo -rtpo erf (see the module docstring), -dsm and -prf
+OPTIONS = {"non_verbose": True, "not_use_onnxsim": True, "replace_to_pseudo_operators": ["erf"],
+           "output_signaturedefs": True}
+FAST = {"disable_strict_mode": True}  # -dsm: skip onnx2tf's per-op accuracy search
 CALIBRATION = "calibration_image_sample_data_20x128x128x3_float32.npy"
 TIMEOUT_S = 3600
 CHECK_SAMPLES = 2
@@ -81,42 +104,53 @@ def convert(job: Job) -> Converted:
     seconds = {"onnx": time.perf_counter() - t0}
     _write_calibration(work / CALIBRATION)
     replacements = layout_replacements(src.file)
-    extra = []
+    options = dict(OPTIONS)
     if replacements:
         (work / "replace.json").write_text(json.dumps({"format_version": 1, "operations": replacements}, indent=1))
-        extra = ["-prf", "replace.json"]
+        options["param_replacement_file"] = "replace.json"
 
     t1 = time.perf_counter()
-    out = _onnx2tf(src.file, work, "fast", [*FLAGS, *extra, FAST], job)
+    out = _onnx2tf(src.file, work, "fast", options | FAST, job)
     seconds["onnx2tf_fast"] = time.perf_counter() - t1
-    check = _check_against_onnx(src.file, out["fp32"])
+    check = _check_against_onnx(src.file, out)
     mode = "fast (-dsm), checked against onnxruntime"
     if not check["ok"]:  # onnx2tf's default transposes got the layout wrong: let its strict search fix it
         t2 = time.perf_counter()
-        out = _onnx2tf(src.file, work, "strict", [*FLAGS, *extra], job)
+        out = _onnx2tf(src.file, work, "strict", options, job)
         seconds["onnx2tf_strict"] = time.perf_counter() - t2
-        first, check = check, _check_against_onnx(src.file, out["fp32"])
+        first, check = check, _check_against_onnx(src.file, out)
         mode = (f"strict (fast mode was wrong: max_rel {first['max_rel']:.1e}, cosine {first['cosine']:.4f})")
-    produced = out[job.precision]
     path = job.out_dir / f"{job.stem}.tflite"
-    shutil.move(produced, path)
+    fp16 = None
+    if job.precision == "fp16":
+        t3 = time.perf_counter()
+        fp16 = weight_fp16(out, path)
+        seconds["fp16_weights"] = time.perf_counter() - t3
+    else:
+        shutil.move(out, path)
     shutil.rmtree(work)
     details = tflite.inspect(path)
     if details["flex_op_count"] or details["custom_op_count"]:
         raise ToolkitError(f"onnx2tf produced ops LiteRT's builtin runtime cannot run: {details['custom_ops']}")
     details["delegation"] = tflite.delegation(path)
-    details.update({"onnx_opset": src.details.get("opset"), "onnx2tf_flags": [*FLAGS, *extra[:1]],
+    details.update({"onnx_opset": src.details.get("opset"), "onnx2tf_options": options,
                     "onnx2tf_mode": mode, "onnx2tf_check": check,
                     "param_replacements": [f"{r['op_name']}: {r['param_name']} -> NHWC" for r in replacements],
                     "stage_seconds": {k: round(v, 2) for k, v in seconds.items()}})
+    if fp16 is not None:
+        details["fp16"] = fp16
     return Converted(path, "NHWC", details)
 
 
-def _onnx2tf(onnx_file: Path, work: Path, tag: str, flags: list[str], job: Job) -> dict[str, Path]:
-    """Run onnx2tf in a subprocess on a fresh copy of the ONNX file (it rewrites its input); its two .tflite files."""
+def _onnx2tf(onnx_file: Path, work: Path, tag: str, options: dict[str, Any], job: Job) -> Path:
+    """onnx2tf in a subprocess (`_subprocess`) on a fresh copy of the ONNX file (it rewrites its input)."""
     shutil.copyfile(onnx_file, work / f"{tag}.onnx")
-    cmd = [sys.executable, "-m", "onnx2tf", "-i", f"{tag}.onnx", "-o", tag, "-n", *flags]
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="", PYTHONUNBUFFERED="1")
+    out = work / f"{tag}_float32.tflite"
+    cmd = [sys.executable, "-c", "import sys, export.tflite_onnx2tf as m; m._subprocess(*sys.argv[1:])",
+           f"{tag}.onnx", out.name, json.dumps(options)]
+    root = str(Path(__file__).resolve().parents[1])
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="", PYTHONUNBUFFERED="1",
+               PYTHONPATH=os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p))
     log = work / f"{tag}.log"
     try:
         with open(log, "w") as fh:
@@ -124,11 +158,71 @@ def _onnx2tf(onnx_file: Path, work: Path, tag: str, flags: list[str], job: Job) 
                                   stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
         raise ToolkitError(f"onnx2tf did not finish {job.name} within {TIMEOUT_S} s") from None
-    files = {"fp32": work / tag / f"{tag}_float32.tflite", "fp16": work / tag / f"{tag}_float16.tflite"}
-    if proc.returncode != 0 or not all(f.is_file() for f in files.values()):
+    if proc.returncode != 0 or not out.is_file():
         raise ToolkitError(f"onnx2tf failed on {job.name} at {job.resolution[0]}x{job.resolution[1]} "
                            f"(exit {proc.returncode}): {_error_line(log.read_text(errors='replace'))}")
-    return files
+    return out
+
+
+def _subprocess(onnx_file: str, out_file: str, options: str) -> None:
+    """In the subprocess: onnx2tf's ONNX -> Keras conversion, then its float32 TFLite step, and nothing else.
+
+    onnx2tf's command line would also write a SavedModel and a float16 .tflite, neither of which we use (6-9 s of
+    the 45-60 s it takes on Mobile-Former 26m). `disable_model_save` makes onnx2tf.convert return the Keras model
+    instead; the TFLite step is the one onnx2tf runs for its float32 file: a concrete function of the model, and
+    TFLiteConverter with builtin plus Select TF ops, batch-matmul unfolding off (a Flex op in the result is then
+    rejected by `convert` with a clear error).
+    """
+    import onnx2tf
+    import tensorflow as tf
+
+    model = onnx2tf.convert(input_onnx_file_path=onnx_file, output_folder_path="onnx2tf-out", disable_model_save=True,
+                            **json.loads(options))
+    spec = [tf.TensorSpec(t.shape, t.dtype, t.name) for t in model.inputs]
+    concrete = tf.function(lambda *inputs: model(inputs), input_signature=spec).get_concrete_function()
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete])
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.SELECT_TF_OPS]
+    converter.unfold_batchmatmul = False
+    Path(out_file).write_bytes(converter.convert())
+
+
+def fp16_recipe() -> list[dict[str, Any]]:
+    """litert-torch's `full_fp16_recipe`, translated by litert-torch itself into an ai-edge-quantizer recipe."""
+    import torch._dynamo  # noqa: F401 - before litert-torch (TOOLCHAIN.md; it does not import TensorFlow itself)
+
+    try:
+        from litert_torch.generative.quantize import quant_recipes
+        from litert_torch.quantize import translate_recipe
+    except ImportError as exc:
+        raise ToolkitError(f"fp16 with onnx2tf applies litert-torch's fp16 recipe, and litert-torch cannot be "
+                           f"imported ({exc})") from None
+
+    return translate_recipe.translate_to_ai_edge_recipe(quant_recipes.full_fp16_recipe().generative_recipe)
+
+
+def weight_fp16(src: Path, dst: Path) -> dict[str, Any]:
+    """Write `src` (a float32 .tflite) to `dst` with fp16 as litert-torch makes it; the manifest's record of how."""
+    from export.core import package_version
+
+    recipe = fp16_recipe()
+    try:
+        from ai_edge_quantizer import quantizer
+    except ImportError as exc:
+        raise ToolkitError(f"fp16 with onnx2tf needs ai-edge-quantizer, which cannot be imported ({exc})") from None
+    chatter = io.StringIO()  # one of its progress bars ignores enable_progress_bar; keep the CLI's lines clean
+    try:
+        with contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter):
+            result = quantizer.Quantizer(bytes(Path(src).read_bytes()), recipe).quantize(
+                enable_progress_bar=False, enable_progress_report=False)
+    except Exception as exc:  # noqa: BLE001 - a quantizer failure on onnx2tf's graph is a one-line error
+        raise ToolkitError(f"ai-edge-quantizer could not apply the fp16 recipe to onnx2tf's float32 file: "
+                           f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}") from None
+    Path(dst).write_bytes(result.quantized_model)
+    return {"source": "onnx2tf's float32 .tflite (the file checked against onnxruntime)",
+            "recipe": "litert-torch full_fp16_recipe: weight-only float16 (FLOAT_CAST), activations float32",
+            "tool": f"ai-edge-quantizer {package_version('ai-edge-quantizer')} "
+                    f"(recipe translated by litert-torch {package_version('litert-torch')})",
+            "quantizer_recipe": recipe}
 
 
 def _check_against_onnx(onnx_file: Path, tflite_file: Path) -> dict[str, Any]:
