@@ -256,7 +256,6 @@ def _xaxis(ax, xs: list[float]) -> None:
 
 
 def plot_latency(a: Analysis, path: Path) -> None:
-    import matplotlib.pyplot as plt
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     fig, axes = _grid(len(a.runtimes))
@@ -276,9 +275,16 @@ def plot_latency(a: Analysis, path: Path) -> None:
         ax.set_ylabel("latency, ms (log scale)")
         _xaxis(ax, xs_all)
         ax.legend(fontsize=7)
+    _finish(fig, axes, a, "latency", path)
+
+
+def _finish(fig, axes, a: Analysis, kind: str, path: Path) -> None:
+    """The common end of the per-runtime plots: placeholder when empty, title, save, close."""
+    import matplotlib.pyplot as plt
+
     if not a.runtimes:
         _empty(axes[0], "no measured cells")
-    _title(fig, "latency", len(a.runtimes))
+    _title(fig, kind, len(a.runtimes))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -350,7 +356,6 @@ def plot_crossover(a: Analysis, path: Path) -> None:
 
 
 def plot_throughput(a: Analysis, path: Path) -> None:
-    import matplotlib.pyplot as plt
 
     fig, axes = _grid(len(a.runtimes))
     for ax, rt in zip(axes, a.runtimes):
@@ -365,12 +370,7 @@ def plot_throughput(a: Analysis, path: Path) -> None:
         ax.set_ylim(bottom=0)
         _xaxis(ax, xs_all)
         ax.legend(fontsize=7)
-    if not a.runtimes:
-        _empty(axes[0], "no measured cells")
-    _title(fig, "throughput", len(a.runtimes))
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _finish(fig, axes, a, "throughput", path)
 
 
 # --------------------------------------------------------------------------------------------- markdown
