@@ -23,42 +23,54 @@ ITERS      ?= 100
 WARMUP     ?= 10
 THREADS    ?= 1
 DEVICE     ?= host
+# Every value a user can set is taken as raw text (make does not expand it either: `$(shell ...)` in a value stays
+# text), reaches the recipes through the environment and is expanded by the shell inside double quotes
+# ("$$MODEL"), never pasted into the recipe text: `make export MODEL='x; rm -rf ~'` is just a bad model name.
+# (PYTEST_ARGS is split into words, with globbing off, and never evaluated.)
+USER_VARS  := TARGET MODEL PRECISION MODELS FORMATS BENCH_RES ITERS WARMUP THREADS DEVICE RES PYTEST_ARGS
+$(foreach v,$(USER_VARS),$(eval override $(v) := $$(value $(v))))
+export PYTHON VENV_CACHE VENV_DIR TARGET MODEL PRECISION MODELS FORMATS BENCH_RES ITERS WARMUP THREADS DEVICE RES \
+  PYTEST_ARGS
 
-.PHONY: help setup export bench report test lint models clean
+.PHONY: help setup export bench report test test-fast lint models clean
 help:
 	@echo "make bench    set up, export the default models and benchmark them on this machine, write the report"
 	@echo "make test     set up, then run the whole test suite"
+	@echo "make test-fast  the suite without real conversions or sweeps (the inner loop)"
 	@echo "make export TARGET=<onnx|coreml|tflite|executorch|all> MODEL=<name> RES=<224|192x256> [PRECISION=fp16]"
 	@echo "make report   re-render the latest report from results/results.sqlite"
 	@echo "make models   the model table"
 	@echo "make setup    only build .venv from $(LOCK) (cached by its hash in $(VENV_CACHE))"
 
 setup:
-	@if [ ! -f "$(VENV_DIR)/.complete" ]; then \
-	  echo "setup: building $(VENV_DIR) from $(LOCK) (once per lock file: about 5 minutes, 9 GB)"; \
-	  rm -rf "$(VENV_DIR)" && mkdir -p "$(VENV_CACHE)" && \
-	  $(PYTHON) -m venv "$(VENV_DIR)" && \
-	  "$(VENV_DIR)/bin/pip" install --no-input --progress-bar off -r $(LOCK) && \
-	  "$(VENV_DIR)/bin/pip" check && \
-	  touch "$(VENV_DIR)/.complete" || { echo "setup: failed; see the pip output above" >&2; exit 1; }; \
+	@if [ ! -f "$$VENV_DIR/.complete" ]; then \
+	  echo "setup: building $$VENV_DIR from $(LOCK) (once per lock file: about 5 minutes, 9 GB)"; \
+	  rm -rf -- "$$VENV_DIR" && mkdir -p -- "$$VENV_CACHE" && \
+	  "$$PYTHON" -m venv "$$VENV_DIR" && \
+	  "$$VENV_DIR/bin/pip" install --no-input --progress-bar off -r $(LOCK) && \
+	  "$$VENV_DIR/bin/pip" check && \
+	  touch "$$VENV_DIR/.complete" || { echo "setup: failed; see the pip output above" >&2; exit 1; }; \
 	fi
-	@if [ "$$(readlink $(VENV) 2>/dev/null)" != "$(VENV_DIR)" ]; then rm -rf $(VENV) && ln -s "$(VENV_DIR)" $(VENV); fi
+	@if [ "$$(readlink $(VENV) 2>/dev/null)" != "$$VENV_DIR" ]; then rm -rf $(VENV) && ln -s "$$VENV_DIR" $(VENV); fi
 
 models: setup
 	$(PY) -m models list
 
 export: setup
-	$(PY) -m export --model $(MODEL) --format $(TARGET) --res $(or $(RES),224) --precision $(PRECISION)
+	$(PY) -m export --model "$$MODEL" --format "$$TARGET" --res "$${RES:-224}" --precision "$$PRECISION"
 
 bench: setup
-	$(PY) -m bench run --device $(DEVICE) --models $(MODELS) --formats $(FORMATS) --res $(or $(RES),$(BENCH_RES)) \
-	  --iters $(ITERS) --warmup $(WARMUP) --threads $(THREADS)
+	$(PY) -m bench run --device "$$DEVICE" --models "$$MODELS" --formats "$$FORMATS" --res "$${RES:-$$BENCH_RES}" \
+	  --iters "$$ITERS" --warmup "$$WARMUP" --threads "$$THREADS"
 
 report: setup
 	$(PY) -m bench report
 
 test: setup
-	$(PY) -m pytest $(PYTEST_ARGS)
+	set -f; $(PY) -m pytest $$PYTEST_ARGS
+
+test-fast: setup
+	set -f; $(PY) -m pytest -m "not export and not bench" $$PYTEST_ARGS
 
 lint: setup
 	$(PY) -m ruff check .

@@ -7,9 +7,9 @@ import os
 import sys
 from pathlib import Path
 
+from models.common import MAX_SEED, ROOT, bounded_int, check_name, finite_positive
 from models.errors import ToolkitError, cli_main
 
-ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_STORE = ROOT / "results" / "results.sqlite"
 DEFAULT_REPORTS = ROOT / "reports"
 DEFAULT_MODELS = "mobileformer_294m,mobilenetv3_large_100,mobilevit_xs"
@@ -26,6 +26,10 @@ EPILOG = """examples:
   python -m bench compare host-1a2b3c4d host-1a2b3c4d-2
 
 The same `run` command twice resumes one run (only missing cells are measured); --new starts another."""
+
+
+def _run_id(text: str) -> str:
+    return check_name(text, "run id")
 
 
 def _store_arg(p: argparse.ArgumentParser) -> None:
@@ -47,46 +51,53 @@ def main(argv: list[str] | None = None) -> int:
         "the cell in progress and the same command resumes."), epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     r.add_argument("--device", default="host", help="device profile from devices/devices.toml (default: host)")
+    r.add_argument("--profiles", type=Path, metavar="FILE",
+                   help="your device profiles (TOML); its tables add to and override devices/devices.toml")
     r.add_argument("--models", default=DEFAULT_MODELS,
                    help="comma list; overrides as name:key=value, e.g. mobileformer_294m:tokens=3 "
                         "(default: %(default)s)")
     r.add_argument("--formats", default=DEFAULT_FORMATS, help="comma list of onnx, tflite, executorch, coreml, or "
                                                               "all (default: %(default)s)")
     r.add_argument("--res", default=DEFAULT_RES, help="comma list of N or HxW (default: %(default)s)")
-    r.add_argument("--iters", type=int, default=100, help="timed iterations per cell (default: 100)")
-    r.add_argument("--warmup", type=int, default=10, help="untimed runs before timing (default: 10)")
+    r.add_argument("--iters", type=bounded_int("--iters", 2, 1_000_000), default=100,
+                   help="timed iterations per cell (default: 100)")
+    r.add_argument("--warmup", type=bounded_int("--warmup", 0, 1_000_000), default=10,
+                   help="untimed runs before timing (default: 10)")
     r.add_argument("--threads", default="1", help="runtime threads; a comma list sweeps several (default: 1)")
     r.add_argument("--converter", help="comma list of converters to use where a format has several, e.g. "
                                        "litert-torch,onnx2tf for tflite (default: each format's default)")
     r.add_argument("--precision", default="fp32", help="fp32, fp16 or both as a comma list (default: fp32)")
-    r.add_argument("--timeout", type=float, default=300.0,
+    r.add_argument("--timeout", type=finite_positive("--timeout"), default=300.0,
                    help="seconds a cell may take (load + warm-up + timing) before its runtime is killed and the "
                         "cell stored as failed (default: 300)")
-    r.add_argument("--retries", type=int, default=2,
+    r.add_argument("--retries", type=bounded_int("--retries", 0, 100), default=2,
                    help="re-time an unstable cell (CV above 10%%, or with one thread wall time 5%% above CPU time: "
                         "a neighbour had the core) up to this many times, keeping the steadiest attempt; paused "
                         "while retries keep failing (bench/sweep.py); 0 = never (default: 2)")
-    r.add_argument("--export-timeout", type=float, default=1800.0,
+    r.add_argument("--export-timeout", type=finite_positive("--export-timeout"), default=1800.0,
                    help="seconds one export may take before the converter is killed (default: 1800)")
-    r.add_argument("--export-jobs", type=int, default=min(2, os.cpu_count() or 1),
+    r.add_argument("--export-jobs", type=bounded_int("--export-jobs", 1, 64), default=min(2, os.cpu_count() or 1),
                    help="exports run in parallel before any timing starts (default: %(default)s)")
     _store_arg(r)
     r.add_argument("--reports", type=Path, default=DEFAULT_REPORTS, help="reports root (default: %(default)s)")
     r.add_argument("--artifacts", type=Path, default=DEFAULT_OUT, help="artifacts root (default: %(default)s)")
-    r.add_argument("--run-id", help="work on this run id (created if new; must have the same arguments)")
+    r.add_argument("--run-id", type=_run_id, help="work on this run id (created if new; must have the same arguments)")
     r.add_argument("--new", action="store_true", help="start a fresh run even if one with these arguments exists")
-    r.add_argument("--seed", type=int, help="shuffle seed of a new run (default: random, recorded in the run)")
+    r.add_argument("--seed", type=bounded_int("--seed", 0, MAX_SEED),
+                   help="shuffle seed of a new run (default: random, recorded in the run)")
     r.add_argument("--retry-failed", action="store_true", help="measure the run's failed cells again")
     r.add_argument("--no-report", action="store_true", help="do not render the report at the end")
+    r.add_argument("--wait", action="store_true",
+                   help="if another sweep is timing on the device, wait for it (default: stop with one line)")
 
     rep = sub.add_parser("report", help="re-render a run's report from the store (default: the latest run)")
-    rep.add_argument("--run", help="run id (default: the most recently created run)")
+    rep.add_argument("--run", type=_run_id, help="run id (default: the most recently created run)")
     _store_arg(rep)
     rep.add_argument("--reports", type=Path, default=DEFAULT_REPORTS, help="reports root (default: %(default)s)")
 
     cmp_ = sub.add_parser("compare", help="per-cell median ratios between two runs (B / A) and their spread")
-    cmp_.add_argument("run_a")
-    cmp_.add_argument("run_b")
+    cmp_.add_argument("run_a", type=_run_id)
+    cmp_.add_argument("run_b", type=_run_id)
     _store_arg(cmp_)
 
     ls = sub.add_parser("list", help="runs in the store: id, created, cells done/failed, arguments")
@@ -102,16 +113,11 @@ def cmd_run(args: argparse.Namespace, argv: list[str] | None) -> int:
     sweep_args = sweep.parse_args(device=args.device, models_arg=args.models, formats=args.formats, res=args.res,
                                   iters=args.iters, warmup=args.warmup, threads=args.threads,
                                   converter=args.converter, precision=args.precision)
-    if args.timeout <= 0 or args.export_timeout <= 0:
-        raise ToolkitError("--timeout and --export-timeout must be positive")
-    if args.export_jobs < 1:
-        raise ToolkitError("--export-jobs must be at least 1")
-    if args.retries < 0:
-        raise ToolkitError("--retries cannot be negative")
     opts = sweep.Options(store=args.store, reports=args.reports, artifacts=args.artifacts, run_id=args.run_id,
                          new=args.new, seed=args.seed, timeout=args.timeout, export_timeout=args.export_timeout,
                          retries=args.retries, export_jobs=args.export_jobs,
-                         retry_failed=args.retry_failed, report=not args.no_report,
+                         retry_failed=args.retry_failed, report=not args.no_report, wait=args.wait,
+                         profiles=args.profiles,
                          argv=["python", "-m", "bench", *(argv if argv is not None else sys.argv[1:])])
     res = sweep.run(sweep_args, opts)
     c = res.counts
@@ -128,6 +134,10 @@ def cmd_run(args: argparse.Namespace, argv: list[str] | None) -> int:
         print(f"report: {res.report / 'report.md'} (and report.html, results.csv, *.png); latest: "
               f"{res.report.parent / 'latest'}")
     print(f"store:  {res.store} (run {res.run_id})")
+    if res.report_error:
+        print(f"bench: error: report not written: {res.report_error} (every cell is in the store; "
+              f"`python -m bench report --run {res.run_id}` writes it later)", file=sys.stderr)
+        return 2
     return 130 if res.interrupted else 0
 
 
@@ -135,7 +145,7 @@ def cmd_report(args: argparse.Namespace, argv: list[str] | None) -> int:
     from bench import report
     from bench.store import Store
 
-    store = Store.open(args.store, create=False)
+    store = Store.open(args.store, readonly=True)
     run_id = args.run
     if run_id is None:
         runs = store.runs()
@@ -153,16 +163,17 @@ def cmd_report(args: argparse.Namespace, argv: list[str] | None) -> int:
 def cmd_list(args: argparse.Namespace, argv: list[str] | None) -> int:
     from bench.store import Store
 
-    runs = Store.open(args.store, create=False).runs()
+    runs = Store.open(args.store, readonly=True).runs()
     if not runs:
         print(f"no runs in {args.store}")
         return 0
     print(f"{'run id':<24} {'created (UTC)':<20} {'done':>9} {'ok':>4} {'failed':>6} {'not run':>7} "
           f"{'unstable':>8}  arguments")
     for r in runs:
-        a = r["args"]
-        summary = (f"{','.join(a['models'])} | {','.join(a['formats'])} | res {','.join(a['resolutions'])} | "
-                   f"iters {a['iterations']} warmup {a['warmup']} threads {','.join(map(str, a['threads']))}")
+        a = r["args"] if isinstance(r["args"], dict) else {}
+        summary = (f"{','.join(a.get('models', []))} | {','.join(a.get('formats', []))} | res "
+                   f"{','.join(a.get('resolutions', []))} | iters {a.get('iterations')} warmup {a.get('warmup')} "
+                   f"threads {','.join(map(str, a.get('threads', [])))}")
         done = f"{r['cells_done']}/{r['cells_total']}"
         print(f"{r['run_id']:<24} {r['created'][:19].replace('T', ' '):<20} {done:>9} {r['cells_ok']:>4} "
               f"{r['cells_failed']:>6} {r['cells_not_run']:>7} {r['unstable']:>8}  {summary}")
@@ -175,7 +186,7 @@ def cmd_compare(args: argparse.Namespace, argv: list[str] | None) -> int:
     from bench.store import Store
     from bench.sweep import model_label, runtime_label
 
-    store = Store.open(args.store, create=False)
+    store = Store.open(args.store, readonly=True)
     cells = {}
     for rid in (args.run_a, args.run_b):
         if store.run(rid) is None:

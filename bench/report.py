@@ -521,24 +521,51 @@ def html(md_text: str, directory: Path, title: str) -> str:
 
 
 # --------------------------------------------------------------------------------------------- render
+REPORT_FILES = frozenset({"results.csv", "ratios.csv", "latency.png", "ratio.png", "crossover.png",
+                          "throughput.png", "report.md", "report.html"})
+
+
+def _ours(directory: Path) -> bool:
+    """A real directory holding nothing but the files a report consists of (so replacing it deletes only ours)."""
+    return (directory.is_dir() and not directory.is_symlink()
+            and all(p.name in REPORT_FILES and p.is_file() and not p.is_symlink() for p in directory.iterdir()))
+
+
 def render(store: Store, run_id: str, reports_root: str | Path) -> Path:
-    """Write reports/<run-id>/ (atomically) and point reports/latest at it; return the directory."""
+    """Write reports/<run-id>/ (atomically) and point reports/latest at it; return the directory.
+
+    The run id is checked against the one safe pattern and the folder proven to lie inside the reports root before
+    anything is written; an existing report folder is replaced only when it holds nothing but a report's files.
+    """
     import matplotlib
+
+    from models.common import check_name, inside, os_error_line
+    from models.errors import ToolkitError
 
     matplotlib.use("Agg")
     run = store.run(run_id)
     if run is None:
-        from models.errors import ToolkitError
-
         raise ToolkitError(f"no run {run_id!r} in {store.path}; `python -m bench list` shows the runs")
-    a = analyse(run, store.cells(run_id))
-    root = Path(reports_root)
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / run_id
-    tmp = root / f".{run_id}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
     try:
+        check_name(run_id, "run id")
+    except ToolkitError as exc:
+        raise ToolkitError(f"{exc}; run {run_id!r} in {store.path} cannot name a report folder") from None
+    root = Path(reports_root)
+    if root.exists() and not root.is_dir():
+        raise ToolkitError(f"reports folder {root} is not a directory; pass another --reports")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ToolkitError(os_error_line(exc, root, "create the reports folder")) from None
+    final = inside(root / run_id, root, "report folder")
+    if (final.exists() or final.is_symlink()) and not _ours(final):
+        raise ToolkitError(f"{final} holds files that are not a report's (or is not a plain folder); left "
+                           "untouched: move them away to write this run's report")
+    a = analyse(run, store.cells(run_id))
+    tmp = final.with_name(f".{run_id}.tmp-{os.getpid()}")
+    try:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
         write_csv(a, tmp / "results.csv")
         write_ratios_csv(a, tmp / "ratios.csv")
         plot_latency(a, tmp / "latency.png")
@@ -550,20 +577,30 @@ def render(store: Store, run_id: str, reports_root: str | Path) -> Path:
         (tmp / "report.html").write_text(html(md, tmp, f"Latency vs resolution: {run_id}"))
         old = None
         if final.exists():
-            old = root / f".{run_id}.old-{os.getpid()}"
+            old = final.with_name(f".{run_id}.old-{os.getpid()}")
             final.rename(old)
         tmp.rename(final)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+        _point_latest(root, run_id)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise ToolkitError(os_error_line(exc, root, f"write the report of run {run_id}")) from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    _point_latest(root, run_id)
     return final
 
 
 def _point_latest(root: Path, run_id: str) -> None:
+    """reports/latest -> <run-id>: a symlink swapped in atomically; a copy where links are not allowed. A `latest`
+    that is neither our link nor our copy is left alone (and said so)."""
+    from models.errors import ToolkitError
+
     latest = root / "latest"
+    if latest.exists() and not latest.is_symlink() and not _ours(latest):
+        raise ToolkitError(f"{latest} is not the toolkit's link or copy of a report; left untouched (the report is "
+                           f"in {root / run_id})")
     link = root / f".latest.tmp-{os.getpid()}"
     try:
         if link.is_symlink() or link.exists():

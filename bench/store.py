@@ -14,11 +14,15 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import shutil
 import sqlite3
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from models.common import os_error_line
 from models.errors import ToolkitError
 
 SCHEMA_VERSION = 1
@@ -60,38 +64,83 @@ def _ddl() -> list[str]:
             "CREATE INDEX IF NOT EXISTS cells_status ON cells (run_id, status)"]
 
 
-class Store:
-    """An open results store. Use `Store.open(path)` (creates the file) or `Store.open(path, create=False)`."""
+APPLICATION_ID = 0x4D44544B  # "MDTK": PRAGMA application_id of every store this toolkit creates
+SQLITE_FULL = 13
+SQLITE_IOERR = 10
+# Columns a store of ours has had since the first version: how a store written before application ids were
+# stamped is still recognised (and another program's tables that happen to be called runs and cells are not).
+LEGACY_SIGNATURE = {"runs": {"run_id", "args_hash", "args", "seed", "environment", "cells_total"},
+                    "cells": {"run_id", "cell_key", "model", "format", "converter", "samples_ms", "status"}}
 
-    def __init__(self, path: Path, conn: sqlite3.Connection):
+
+def _is_full(exc: sqlite3.Error) -> bool:
+    return getattr(exc, "sqlite_errorcode", None) == SQLITE_FULL or "disk is full" in str(exc)
+
+
+class Store:
+    """An open results store. Use `Store.open(path)` (creates the file) or `Store.open(path, create=False)`;
+    `readonly=True` reads a store without writing a byte (a read-only file or folder is fine)."""
+
+    def __init__(self, path: Path, conn: sqlite3.Connection, readonly: bool = False):
         self.path = path
         self.conn = conn
+        self.readonly = readonly
 
     # ------------------------------------------------------------------------------------------ opening
     @classmethod
-    def open(cls, path: str | Path, *, create: bool = True) -> Store:
+    def open(cls, path: str | Path, *, create: bool = True, readonly: bool = False) -> Store:
         path = Path(path)
         if not path.exists():
-            if not create:
+            if not create or readonly:
                 raise ToolkitError(f"no results store at {path} (run `python -m bench run ...` first, or --store)")
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
-                raise ToolkitError(f"cannot create results store directory {path.parent}: {exc.strerror}") from None
+                raise ToolkitError(os_error_line(exc, path.parent, "create the results store folder")) from None
         elif path.is_dir():
             raise ToolkitError(f"results store {path} is a directory, not a SQLite file")
-        try:
-            conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
-        except sqlite3.Error as exc:
-            raise ToolkitError(f"cannot open results store {path}: {exc}") from None
-        store = cls(path, conn)
+        if readonly:
+            conn = cls._connect_readonly(path)
+        else:
+            if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+                raise ToolkitError(f"results store {path} is read-only: reading it works (`bench list`, `report`, "
+                                   "`compare`), measuring into it does not; pass another --store")
+            try:
+                conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+            except sqlite3.Error as exc:
+                raise ToolkitError(f"cannot open results store {path}: {exc}") from None
+        store = cls(path, conn, readonly)
         try:
             store._check_and_init()
+        except ToolkitError:
+            conn.close()
+            raise
         except sqlite3.DatabaseError as exc:
             conn.close()
+            if _is_full(exc) or (getattr(exc, "sqlite_errorcode", 0) & 0xFF == SQLITE_IOERR
+                                 and shutil.disk_usage(path.parent).free < 1 << 20):
+                raise ToolkitError(f"disk full at {path} (opening the results store)") from None
+            if getattr(exc, "sqlite_errorcode", 0) & 0xFF == SQLITE_IOERR:
+                raise ToolkitError(f"cannot open results store {path}: {exc}; left untouched") from None
             raise ToolkitError(f"results store {path} is corrupt or not a SQLite database ({exc}); left untouched: "
                                "move it away or pass another --store") from None
         return store
+
+    @staticmethod
+    def _connect_readonly(path: Path) -> sqlite3.Connection:
+        """mode=ro first; a WAL store in a folder we cannot write (no -shm to create) opens as immutable."""
+        uri = "file:" + urllib.parse.quote(str(path.resolve())) + "?mode=ro"
+        last: Exception | None = None
+        for extra in ("", "&immutable=1"):
+            try:
+                conn = sqlite3.connect(uri + extra, uri=True, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+                conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+                return conn
+            except sqlite3.DatabaseError as exc:
+                last = exc
+                if "not a database" in str(exc) or "malformed" in str(exc):
+                    break
+        raise ToolkitError(f"results store {path} is corrupt or cannot be read ({last}); left untouched") from None
 
     def _check_and_init(self) -> None:
         c = self.conn
@@ -101,18 +150,44 @@ class Store:
             raise sqlite3.DatabaseError(f"quick_check: {check}")
         tables = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         version = c.execute("PRAGMA user_version").fetchone()[0]
-        if tables and version != SCHEMA_VERSION:
-            raise sqlite3.DatabaseError(f"not a results store of this toolkit (user_version {version}, "
-                                        f"tables {', '.join(sorted(tables))})")
-        if version == SCHEMA_VERSION:
-            self._add_new_columns()
+        app_id = c.execute("PRAGMA application_id").fetchone()[0]
+        if not tables and version == 0 and app_id == 0:  # an empty file: make it ours
+            if self.readonly:
+                raise ToolkitError(f"results store {self.path} is empty (no runs)")
+            self._create()
             return
+        ours = app_id == APPLICATION_ID or (app_id == 0 and version == 1 and self._legacy_signature(tables))
+        if not ours:
+            raise ToolkitError(f"{self.path} is not a results store of this toolkit (application_id {app_id}, "
+                               f"user_version {version}, tables {', '.join(sorted(tables)) or 'none'}); left "
+                               "untouched: pass another --store")
+        if version != SCHEMA_VERSION:
+            raise ToolkitError(f"results store {self.path} has schema version {version}; this toolkit reads "
+                               f"version {SCHEMA_VERSION}")
+        if self.readonly:
+            return
+        if app_id == 0:
+            c.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        self._add_new_columns()
+
+    def _legacy_signature(self, tables: set[str]) -> bool:
+        for table, needed in LEGACY_SIGNATURE.items():
+            if table not in tables:
+                return False
+            have = {r[1] for r in self.conn.execute(f"PRAGMA table_info({table})")}
+            if not needed <= have:
+                return False
+        return True
+
+    def _create(self) -> None:
+        c = self.conn
         if c.execute("PRAGMA journal_mode = WAL").fetchone()[0].lower() != "wal":
             raise sqlite3.DatabaseError("cannot switch to WAL mode")
         with self.transaction():
             if c.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:  # another process may have won
                 for stmt in _ddl():
                     c.execute(stmt)
+                c.execute(f"PRAGMA application_id = {APPLICATION_ID}")
                 c.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def _add_new_columns(self) -> None:
@@ -128,17 +203,32 @@ class Store:
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """BEGIN IMMEDIATE (take the write lock, waiting up to the busy timeout) ... COMMIT, or ROLLBACK."""
-        self.conn.execute("BEGIN IMMEDIATE")
+        """BEGIN IMMEDIATE (take the write lock, waiting up to the busy timeout) ... COMMIT, or ROLLBACK.
+
+        A full disk is one line ("disk full at <path>"); what was committed before stays intact.
+        """
+        if self.readonly:
+            raise ToolkitError(f"results store {self.path} was opened read-only")
         try:
-            yield self.conn
-        except BaseException:
-            self.conn.execute("ROLLBACK")
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.conn
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    self.conn.execute("ROLLBACK")
+                raise
+            self.conn.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            if _is_full(exc):
+                with contextlib.suppress(sqlite3.Error):
+                    self.conn.execute("ROLLBACK")
+                raise ToolkitError(f"disk full at {self.path}: the last cell was not stored; every cell "
+                                   "stored before it is intact") from None
             raise
-        self.conn.execute("COMMIT")
 
     def close(self) -> None:
-        self.conn.close()
+        with contextlib.suppress(sqlite3.Error):
+            self.conn.close()
 
     # ------------------------------------------------------------------------------------------ runs
     def _rows(self, sql: str, params: tuple = ()) -> list[dict[str, Any]]:
@@ -206,6 +296,8 @@ class Store:
         """The run's cells in the order they were measured, JSON columns decoded."""
         rows = self._rows("SELECT * FROM cells WHERE run_id = ? ORDER BY finished, rowid", (run_id,))
         for r in rows:
+            for k in CELL_COLUMNS:  # a read-only store of an older version lacks the newer columns
+                r.setdefault(k, None)
             for k in ("overrides", "samples_ms", "cpu_samples_ms", "cpus", "runtime_versions", "attempt_cvs"):
                 r[k] = json.loads(r[k]) if r.get(k) else ({} if k in ("overrides", "runtime_versions") else None)
             r["unstable"] = bool(r["unstable"]) if r["unstable"] is not None else None
@@ -220,6 +312,8 @@ class Store:
 
 
 def _decode_run(row: dict[str, Any]) -> dict[str, Any]:
+    for k in RUN_COLUMNS:
+        row.setdefault(k, None)
     for k in ("args", "argv", "environment"):
         if isinstance(row.get(k), str):
             row[k] = json.loads(row[k])

@@ -25,6 +25,7 @@ import datetime as _dt
 import hashlib
 import itertools
 import json
+import os
 import queue
 import random
 import secrets
@@ -40,9 +41,9 @@ import models
 from bench import stats
 from bench.store import Store
 from devices.subproc import Worker, WorkerError
+from export.hostlock import DeviceLock, timing_cores
+from models.common import ROOT, check_name
 from models.errors import ToolkitError
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 # --------------------------------------------------------------------------------------------- cells and arguments
@@ -345,6 +346,7 @@ class SweepResult:
     failures: list[str] = field(default_factory=list)
     interrupted: bool = False
     seconds: float = 0.0
+    report_error: str | None = None
 
 
 @dataclass
@@ -362,6 +364,8 @@ class Options:
     retry_failed: bool = False
     report: bool = True
     argv: list[str] | None = None
+    wait: bool = False  # wait for a device another sweep is timing, instead of stopping
+    profiles: Path | None = None  # a device profiles file (default: devices/devices.toml)
 
 
 def run(args: SweepArgs, opts: Options, console: Any = None) -> SweepResult:
@@ -372,13 +376,45 @@ def run(args: SweepArgs, opts: Options, console: Any = None) -> SweepResult:
 
     console = console or Console(highlight=False, soft_wrap=True)
     t_start = time.monotonic()
-    device = devices.get(args.device)
-    store = Store.open(opts.store)
+    if opts.run_id is not None:
+        check_name(opts.run_id, "run id")
+    device = devices.get(args.device, opts.profiles)
+    for th in args.threads:
+        check = getattr(device, "check_threads", None)
+        if check is not None:
+            check(th)
+    if opts.report:
+        _check_reports_folder(opts.reports)
+    lock = DeviceLock(device.name, "a bench run starting", wait=opts.wait, say=console.print)
+    with lock:
+        store = Store.open(opts.store)
+        try:
+            return _run_locked(args, opts, console, device, store, lock, t_start)
+        finally:
+            store.close()
+
+
+def _check_reports_folder(reports: Path) -> None:
+    """Fail before measuring, not after, when the report could not be written (a plain file, read-only)."""
+    probe_dir = reports
+    while not probe_dir.exists() and probe_dir.parent != probe_dir:
+        probe_dir = probe_dir.parent
+    if not probe_dir.is_dir():
+        raise ToolkitError(f"reports folder {reports}: {probe_dir} is not a directory; pass another --reports "
+                           "(or --no-report)")
+    if not os.access(probe_dir, os.W_OK | os.X_OK):
+        raise ToolkitError(f"reports folder {reports}: {probe_dir} is not writable; pass another --reports "
+                           "(or --no-report)")
+
+
+def _run_locked(args: SweepArgs, opts: Options, console: Any, device: Any, store: Store, lock: DeviceLock,
+                t_start: float) -> SweepResult:
     cells = args.cells()
     environment = {**device.describe(), "git_commit": git_commit()}
     run_row, created = resolve_run(store, args, run_id=opts.run_id, new=opts.new, seed=opts.seed,
                                    environment=environment, argv=opts.argv, cells_total=len(cells))
     run_id = run_row["run_id"]
+    lock.set_owner(f"run {run_id}")
     result = SweepResult(run_id, opts.store, created=created)
     if opts.retry_failed and not created:
         n = store.delete_failed(run_id)
@@ -418,8 +454,10 @@ def run(args: SweepArgs, opts: Options, console: Any = None) -> SweepResult:
     elif opts.report:
         from bench import report
 
-        result.report = report.render(store, run_id, opts.reports)
-    store.close()
+        try:
+            result.report = report.render(store, run_id, opts.reports)
+        except ToolkitError as exc:  # the cells are stored; only the report is missing
+            result.report_error = str(exc)
     result.seconds = time.monotonic() - t_start
     return result
 
@@ -533,36 +571,39 @@ def _work(store: Store, args: SweepArgs, opts: Options, run_id: str, seq: dict[s
             save(cell, status=f"not run: {reason}", size=size)
         exporter.kill()  # free its memory (torch, converters) before timing anything
         # 3. measurements, in the shuffled order; progress weighted by expected cost so the ETA means something
-        measure = [c for c in todo if c.key in artifacts]
-        retry = _RetryPolicy(opts.retries)
-        weight = {c.key: (artifacts[c.key][1].get("madds") or 1) * (args.iterations + args.warmup) for c in measure}
-        task = progress.add_task("measure", total=sum(weight.values()) or 1, cell="")
-        mtask = progress.add_task("  cells", total=len(measure), cell="")
-        for cell in measure:
-            progress.update(task, cell=cell.label())
-            if store.has_cell(run_id, cell.key):  # a concurrent sweep of the same run got there first
+        cores = timing_cores(f"run {run_id}", say=progress.console.print) if device.kind == "host" else \
+            contextlib.nullcontext()
+        with cores:  # on this machine: exclusive use of the cores (exports next door wait for the timed loops)
+            measure = [c for c in todo if c.key in artifacts]
+            retry = _RetryPolicy(opts.retries)
+            weight = {c.key: (artifacts[c.key][1].get("madds") or 1) * (args.iterations + args.warmup) for c in measure}
+            task = progress.add_task("measure", total=sum(weight.values()) or 1, cell="")
+            mtask = progress.add_task("  cells", total=len(measure), cell="")
+            for cell in measure:
+                progress.update(task, cell=cell.label())
+                if store.has_cell(run_id, cell.key):  # a concurrent sweep of the same run got there first
+                    progress.advance(task, weight[cell.key])
+                    progress.advance(mtask)
+                    continue
+                path, manifest = artifacts[cell.key]
+                try:
+                    m = device.run(path, iterations=args.iterations, warmup=args.warmup, threads=cell.threads,
+                                   timeout=opts.timeout, retries=retry.now(), retry_cv=stats.UNSTABLE_CV,
+                                   retry_contention=stats.CONTENTION_BOUND)
+                except ToolkitError as exc:
+                    stage = getattr(exc, "stage", "run")
+                    save(cell, status="failed", stage=stage, error=str(exc), manifest=manifest, artifact=path)
+                    progress.console.print(f"  failed  {cell.label()}: [{stage}] {exc}", markup=False)
+                else:
+                    save(cell, status="ok", manifest=manifest, artifact=path, measurement=m)
+                    s = stats.summarize(m.samples_ms, m.cpu_samples_ms or None, threads=cell.threads)
+                    retry.record(len(m.attempt_cvs), s.unstable)
+                    flag = "" if s.contention is None else f", wall/CPU {1 + s.contention:.2f}"
+                    flag += "  UNSTABLE" if s.unstable else ""
+                    if len(m.attempt_cvs) > 1:
+                        flag += f" (steadiest of {len(m.attempt_cvs)} attempts)"
+                    progress.console.print(f"  ok      {cell.label()}: median {s.median:.2f} ms, mean {s.mean:.2f} ms, "
+                                           f"cv {s.cv:.1%}{flag}", markup=False)
+                    result.measured += 1
                 progress.advance(task, weight[cell.key])
                 progress.advance(mtask)
-                continue
-            path, manifest = artifacts[cell.key]
-            try:
-                m = device.run(path, iterations=args.iterations, warmup=args.warmup, threads=cell.threads,
-                               timeout=opts.timeout, retries=retry.now(), retry_cv=stats.UNSTABLE_CV,
-                               retry_contention=stats.CONTENTION_BOUND)
-            except ToolkitError as exc:
-                stage = getattr(exc, "stage", "run")
-                save(cell, status="failed", stage=stage, error=str(exc), manifest=manifest, artifact=path)
-                progress.console.print(f"  failed  {cell.label()}: [{stage}] {exc}", markup=False)
-            else:
-                save(cell, status="ok", manifest=manifest, artifact=path, measurement=m)
-                s = stats.summarize(m.samples_ms, m.cpu_samples_ms or None, threads=cell.threads)
-                retry.record(len(m.attempt_cvs), s.unstable)
-                flag = "" if s.contention is None else f", wall/CPU {1 + s.contention:.2f}"
-                flag += "  UNSTABLE" if s.unstable else ""
-                if len(m.attempt_cvs) > 1:
-                    flag += f" (steadiest of {len(m.attempt_cvs)} attempts)"
-                progress.console.print(f"  ok      {cell.label()}: median {s.median:.2f} ms, mean {s.mean:.2f} ms, "
-                                       f"cv {s.cv:.1%}{flag}", markup=False)
-                result.measured += 1
-            progress.advance(task, weight[cell.key])
-            progress.advance(mtask)

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from models.common import check_name
 from models.errors import ToolkitError, unknown
 
 PROFILES = Path(__file__).resolve().parent / "devices.toml"
@@ -68,35 +69,54 @@ class Device(Protocol):
     def close(self) -> None: ...
 
 
-def profiles(path: Path = PROFILES) -> dict[str, dict[str, Any]]:
-    """Device profiles by name. `host` exists even when the file does not list it."""
-    out: dict[str, dict[str, Any]] = {"host": {"kind": "host"}}
-    if path.exists():
+def _read_profiles(path: Path) -> dict[str, dict[str, Any]]:
+    try:
+        data = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ToolkitError(f"device profiles {path} are not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ToolkitError(f"cannot read device profiles {path}: {exc.strerror}") from None
+    out = {}
+    for name, prof in data.items():
+        if not isinstance(prof, dict):
+            raise ToolkitError(f"device profiles {path}: [{name}] must be a table")
         try:
-            data = tomllib.loads(path.read_text())
-        except tomllib.TOMLDecodeError as exc:
-            raise ToolkitError(f"device profiles {path} are not valid TOML: {exc}") from None
-        for name, prof in data.items():
-            if not isinstance(prof, dict):
-                raise ToolkitError(f"device profiles {path}: [{name}] must be a table")
-            out[name] = dict(prof)
+            check_name(name, "device name")
+        except ToolkitError as exc:
+            raise ToolkitError(f"device profiles {path}: {exc}") from None
+        out[name] = {**dict(prof), "_file": str(path)}
     return out
 
 
-def list_devices() -> list[str]:
-    return list(profiles())
+def profiles(user: str | Path | None = None, *, shipped: Path = PROFILES) -> dict[str, dict[str, Any]]:
+    """Device profiles by name: the shipped file's tables, then those of a user's file (`--profiles FILE`), which
+    add to and override them. `host` exists even when no file lists it. Names are checked against the safe-name
+    pattern (a device name becomes part of run ids and lock files)."""
+    out: dict[str, dict[str, Any]] = {"host": {"kind": "host"}}
+    if shipped.exists():
+        out.update(_read_profiles(shipped))
+    if user is not None:
+        user = Path(user)
+        if not user.is_file():
+            raise ToolkitError(f"no device profiles file {user}")
+        out.update(_read_profiles(user))
+    return out
 
 
-def get(name: str) -> Device:
-    """The device of a profile; unknown names list the known ones."""
-    profs = profiles()
+def list_devices(user: str | Path | None = None) -> list[str]:
+    return list(profiles(user))
+
+
+def get(name: str, user: str | Path | None = None) -> Device:
+    """The device of a profile; unknown names list the known ones, a malformed profile is one line naming the key."""
+    profs = profiles(user)
     if name not in profs:
         raise unknown("device", name, profs)
-    prof = profs[name]
+    prof = dict(profs[name])
+    where = f"device profile [{name}] in {prof.pop('_file', 'the built-in defaults')}"
     kind = prof.get("kind", "host")
     if kind not in KINDS:
-        raise ToolkitError(f"device {name!r} is of kind {kind!r}, which this toolkit does not implement "
-                           f"(implemented: {', '.join(KINDS)})")
-    from devices.host import HostDevice
+        raise ToolkitError(f"{where}: kind {kind!r} is not implemented (implemented: {', '.join(KINDS)})")
+    from devices.host import HostDevice, HostProfile
 
-    return HostDevice(name, **{k: v for k, v in prof.items() if k not in ("kind", "description")})
+    return HostDevice(name, HostProfile.parse(prof, where))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import platform
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -23,17 +24,74 @@ from devices.subproc import Worker, WorkerError
 from models.errors import ToolkitError
 
 
+def allowed_cpus() -> list[int]:
+    """The cores this process may run on (its affinity mask), or all of them where the OS has no masks."""
+    if hasattr(os, "sched_getaffinity"):
+        return sorted(os.sched_getaffinity(0))
+    return list(range(os.cpu_count() or 1))
+
+
+@dataclass(frozen=True)
+class HostProfile:
+    """The keys a host profile may have. Unknown keys, wrong types and cores this machine does not let us use are
+    one line each, naming the key, the profile and the file."""
+
+    kind: str = "host"
+    description: str = ""
+    pin: bool = True
+    cpus: tuple[int, ...] | None = None
+
+    @classmethod
+    def parse(cls, prof: dict[str, Any], where: str) -> HostProfile:
+        valid = [f.name for f in fields(cls)]
+        for key in prof:
+            if key not in valid:
+                raise ToolkitError(f"{where}: unknown key {key!r}; valid keys: {', '.join(valid)}")
+        for key, typ, what in (("kind", str, "a string"), ("description", str, "a string"),
+                               ("pin", bool, "true or false")):
+            if key in prof and not isinstance(prof[key], typ):
+                raise ToolkitError(f"{where}: {key} must be {what}, not {prof[key]!r}")
+        cpus = prof.get("cpus")
+        if cpus is not None:
+            if (not isinstance(cpus, list) or not cpus
+                    or not all(type(c) is int and not isinstance(c, bool) for c in cpus)):
+                raise ToolkitError(f"{where}: cpus must be a list of core numbers, e.g. cpus = [1], not {cpus!r}")
+            allowed = allowed_cpus()
+            bad = sorted(set(cpus) - set(allowed))
+            if bad:
+                raise ToolkitError(f"{where}: cpus {bad} cannot be used here; this process may use cores "
+                                   f"{allowed}")
+            if len(set(cpus)) != len(cpus):
+                raise ToolkitError(f"{where}: cpus lists a core twice: {cpus}")
+            if prof.get("pin") is False:
+                raise ToolkitError(f"{where}: cpus names cores to pin to, but pin = false")
+            cpus = tuple(cpus)
+        return cls(kind=prof.get("kind", "host"), description=prof.get("description", ""),
+                   pin=prof.get("pin", True), cpus=cpus)
+
+
 class HostDevice:
     kind = "host"
 
-    def __init__(self, name: str = "host", *, pin: bool = True, cpus: list[int] | None = None):
-        if not isinstance(pin, bool):
-            raise ToolkitError(f"device {name}: pin must be true or false, not {pin!r}")
+    def __init__(self, name: str = "host", profile: HostProfile | None = None):
+        profile = profile or HostProfile()
         self.name = name
-        self.pin = pin
-        self.cpus = [int(c) for c in cpus] if cpus else None
+        self.profile = profile
+        self.pin = profile.pin
+        self.cpus = list(profile.cpus) if profile.cpus else None
         self._worker: Worker | None = None
         self._threads: int | None = None
+
+    def max_threads(self) -> int:
+        """The most threads a cell can honestly use: the cores it is pinned to choose from, or all allowed."""
+        return len(self.cpus) if self.cpus else len(allowed_cpus())
+
+    def check_threads(self, threads: int) -> None:
+        if type(threads) is not int or threads < 1:
+            raise ToolkitError(f"threads must be a whole number of at least 1, not {threads!r}")
+        if threads > self.max_threads():
+            where = f"the cores {self.cpus} of its profile" if self.cpus else f"{self.max_threads()} core(s)"
+            raise ToolkitError(f"device {self.name} cannot run {threads} threads: it has {where}")
 
     # ------------------------------------------------------------------------------------------ what it can do
     def runs_here(self, fmt: str) -> str | None:
@@ -48,10 +106,10 @@ class HostDevice:
         """CPU model, cores, OS, Python and runtime versions: stored with every run."""
         from export.core import FORMATS, package_version
 
-        allowed = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
         return {
             "device": self.name, "kind": self.kind, "cpu_model": cpu_model(), "cores": os.cpu_count(),
-            "allowed_cpus": allowed, "pinning": self._pin_note(), "memory_gb": _memory_gb(),
+            "allowed_cpus": allowed_cpus(), "max_threads": self.max_threads(),
+            "pinning": self._pin_note(), "memory_gb": _memory_gb(),
             "os": platform.platform(), "python": platform.python_version(),
             "runtimes": {f: {"runtime": s.runtime, **{p: package_version(p) for p in s.runtime_packages}}
                          for f, s in FORMATS.items()},
@@ -87,6 +145,7 @@ class HostDevice:
         """
         if iterations < 2:
             raise ToolkitError(f"iterations must be at least 2, not {iterations}")
+        self.check_threads(threads)
         directory = getattr(artifact, "dir", artifact)
         request = {"op": "measure", "artifact": str(Path(directory)), "iterations": int(iterations),
                    "warmup": int(warmup), "threads": int(threads), "retries": int(retries),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from models.common import MAX_SEED, bounded_int
 from models.errors import ToolkitError, cli_main
 
 
@@ -27,7 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--converter", help="tflite: litert-torch (default) or onnx2tf")
     ap.add_argument("--set", action="append", metavar="KEY=VALUE", help="model override, e.g. tokens=3")
     ap.add_argument("--out", default=str(DEFAULT_OUT), help="artifacts root (default: %(default)s)")
-    ap.add_argument("--seed", type=int, default=0, help="weights seed when no checkpoint is given (default 0)")
+    ap.add_argument("--seed", type=bounded_int("--seed", 0, MAX_SEED), default=0,
+                    help="weights seed when no checkpoint is given (default 0)")
     ap.add_argument("--force", action="store_true", help="re-export even if a cached artifact matches")
     ap.add_argument("--dynamic", action="store_true",
                     help="symbolic height/width instead of a fixed shape (onnx only; parity checked at two sizes)")
@@ -36,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     from models.__main__ import parse_overrides
 
     fmts = list(FORMATS) if args.format == "all" else [f.strip() for f in args.format.split(",") if f.strip()]
+    if not fmts:
+        raise ToolkitError(f"--format names no format; valid: {', '.join(FORMATS)}, all")
     for f in fmts:
         if f not in FORMATS:
             raise ToolkitError(f"unknown format {f!r}; valid: {', '.join(FORMATS)}, all")

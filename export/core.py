@@ -31,9 +31,9 @@ from pathlib import Path
 from typing import Any
 
 import models
+from models.common import ROOT, file_digest, os_error_line, tree_size
 from models.errors import ToolkitError
 
-ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = Path(os.environ.get("TOOLKIT_ARTIFACTS", ROOT / "artifacts"))
 PRECISIONS = ("fp32", "fp16")
 DEFAULT_SEED = 0
@@ -182,11 +182,7 @@ class Job:
 
 # --------------------------------------------------------------------------------------------- weights and capture
 def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return file_digest(path)
 
 
 @functools.cache
@@ -239,11 +235,85 @@ def artifact_dir(out: Path, name: str, overrides: dict[str, Any], resolution: tu
     return Path(out) / model_dir / models.format_resolution(resolution) / leaf
 
 
-def read_manifest(directory: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads((Path(directory) / "manifest.json").read_text())
-    except (OSError, ValueError):
+class ManifestError(ToolkitError):
+    """manifest.json exists but is not one the toolkit wrote (invalid JSON, wrong shape, a file outside its dir)."""
+
+
+def read_manifest(directory: Path, *, strict: bool = False) -> dict[str, Any] | None:
+    """The artifact directory's manifest, validated; None when there is none.
+
+    An unreadable or malformed manifest is a ManifestError when `strict`, else None (callers that only look for a
+    cache hit treat it as "not ours", and never delete what they do not understand).
+    """
+    path = Path(directory) / "manifest.json"
+    if not path.exists():
         return None
+    try:
+        return validate_manifest(json.loads(path.read_text()), path)
+    except (OSError, ValueError, ManifestError) as exc:
+        if not strict:
+            return None
+        if isinstance(exc, ManifestError):
+            raise
+        what = "not valid JSON" if isinstance(exc, ValueError) else (exc.strerror or str(exc))
+        raise ManifestError(f"invalid manifest {path}: {what}") from None
+
+
+def validate_manifest(m: Any, path: Path) -> dict[str, Any]:
+    """The fields the toolkit relies on, with their types; `file` must be a plain name inside the directory."""
+    if not isinstance(m, dict):
+        raise ManifestError(f"invalid manifest {path}: a JSON object expected, not {type(m).__name__}")
+    f = m.get("file")
+    if not isinstance(f, str) or not f or f in (".", "..") or "/" in f or "\\" in f or "\0" in f:
+        raise ManifestError(f"invalid manifest {path}: 'file' must name a file inside {path.parent}, not {f!r}")
+    if m.get("format") not in FORMATS:
+        raise ManifestError(f"invalid manifest {path}: unknown format {m.get('format')!r}")
+    res = m.get("resolution")
+    if res is not None and not (isinstance(res, list) and len(res) == 2 and all(type(v) is int for v in res)):
+        raise ManifestError(f"invalid manifest {path}: 'resolution' must be [height, width], not {res!r}")
+    for key, typ in (("file_bytes", int), ("file_sha256", str), ("status", str), ("cache_key", str),
+                     ("input", dict), ("parity", dict)):
+        if key in m and not isinstance(m[key], typ):
+            raise ManifestError(f"invalid manifest {path}: {key!r} must be a {typ.__name__}, not {m[key]!r}")
+    return m
+
+
+def verify_file(directory: Path, manifest: dict[str, Any]) -> Path:
+    """The artifact's file, proven to lie in its own directory and to match the recorded size and sha256.
+
+    This is the one integrity rule: every cache hit and every load goes through it. A manifest from before file
+    hashes were recorded fails it (re-export the artifact).
+    """
+    d = Path(directory).resolve()
+    f = (d / manifest["file"]).resolve()
+    if f.parent != d:
+        raise ToolkitError(f"artifact {directory}: its file {manifest['file']!r} resolves to {f}, outside the "
+                           "artifact directory; refused")
+    if not f.exists():
+        raise ToolkitError(f"artifact file missing: {f}")
+    size = tree_size(f)
+    if "file_bytes" in manifest and size != manifest["file_bytes"]:
+        raise ToolkitError(f"artifact file {f} is {size} bytes, its manifest says {manifest['file_bytes']}: "
+                           "corrupt or replaced; re-export it")
+    recorded = manifest.get("file_sha256")
+    if not recorded:
+        raise ToolkitError(f"artifact {directory} has no file hash in its manifest (written by an older toolkit); "
+                           "re-export it")
+    if file_digest(f) != recorded:
+        raise ToolkitError(f"artifact file {f} does not match the sha256 in its manifest: corrupt or replaced; "
+                           "re-export it")
+    return f
+
+
+def is_ours(directory: Path) -> bool:
+    """A real directory with a valid manifest and nothing but the manifest and its file (safe to replace)."""
+    d = Path(directory)
+    if d.is_symlink() or not d.is_dir():
+        return False
+    m = read_manifest(d)
+    if m is None:
+        return False
+    return all(p.name in ("manifest.json", m["file"]) for p in d.iterdir())
 
 
 def _git_commit() -> str | None:
@@ -258,7 +328,10 @@ def _git_commit() -> str | None:
 def _replace_dir(tmp: Path, final: Path) -> None:
     """Move a finished temporary directory into place; an older artifact there is removed only afterwards."""
     old = None
-    if final.exists():
+    if final.exists() or final.is_symlink():
+        if not is_ours(final):
+            raise ToolkitError(f"{final} holds files the toolkit did not write (or no valid manifest.json); left "
+                               "untouched: move it away or pass another --out")
         old = final.with_name(f".{final.name}.old-{os.getpid()}")
         final.rename(old)
     tmp.rename(final)
@@ -321,17 +394,32 @@ def export(model: str, fmt: str, resolution: Any = 224, *, precision: str = "fp3
                   "code": code_hash(*sorted({conv.module, spec.module, *CODE_DEPENDS.get(conv.name, ())}))}
     cache_key = hashlib.sha256(json.dumps(key_fields, sort_keys=True).encode()).hexdigest()[:24]
 
-    cached = read_manifest(final)
-    if not force and cached and cached.get("cache_key") == cache_key and (final / cached["file"]).exists():
-        art = Artifact(final, final / cached["file"], cached, cached=True)
-        return _raise_if_failed(art)
+    if final.exists() or final.is_symlink():
+        if not is_ours(final):  # never delete what the toolkit did not write
+            raise ToolkitError(f"{final} exists but is not an artifact the toolkit wrote (no valid manifest.json, "
+                               "or files it did not write); left untouched: move it away or pass another --out")
+        cached = read_manifest(final)
+        if not force and cached.get("cache_key") == cache_key:
+            try:
+                verify_file(final, cached)
+            except ToolkitError as exc:
+                _say(f"export: cached artifact does not verify ({exc}); re-exporting")
+            else:
+                return _raise_if_failed(Artifact(final, final / cached["file"], cached, cached=True))
 
     _prepare_out(out_root)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
     try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ToolkitError(os_error_line(exc, final.parent, "create the artifact folder")) from None
+    from export.hostlock import exporting
+
+    lock = exporting()
+    lock.__enter__()  # shared use of this machine's cores: waits while a device here is timing
+    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    try:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
         t0 = time.perf_counter()
         net = build_model(model, ov, weights)
         model_key = (model, tuple(sorted(ov.items())), json.dumps(weights, sort_keys=True))
@@ -361,7 +449,8 @@ def export(model: str, fmt: str, resolution: Any = 224, *, precision: str = "fp3
             "dynamic": dynamic,
             "params": info.params, "madds": info.madds,
             "format": fmt, "converter": conv.name, "converter_versions": versions, "precision": precision,
-            "file": converted.file.name, "file_bytes": _size(converted.file),
+            "file": converted.file.name, "file_bytes": tree_size(converted.file),
+            "file_sha256": file_digest(converted.file),
             "export_seconds": round(export_seconds, 3), **converted.details,
             "cache_key": cache_key, "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
             "toolkit_commit": _git_commit(), "host": platform.platform(),
@@ -376,16 +465,21 @@ def export(model: str, fmt: str, resolution: Any = 224, *, precision: str = "fp3
         manifest["status"] = "failed" if manifest["parity"]["verdict"] == "failed" else "ok"
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
         _replace_dir(tmp, final)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise ToolkitError(os_error_line(exc, tmp.parent, f"write the {fmt} artifact")) from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        lock.__exit__(None, None, None)
     return _raise_if_failed(Artifact(final, final / converted.file.name, manifest))
 
 
-def _size(path: Path) -> int:
-    if path.is_dir():
-        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-    return path.stat().st_size
+def _say(text: str) -> None:
+    import sys
+
+    print(text, file=sys.stderr, flush=True)
 
 
 def _raise_if_failed(art: Artifact) -> Artifact:
@@ -396,20 +490,29 @@ def _raise_if_failed(art: Artifact) -> Artifact:
 
 
 # --------------------------------------------------------------------------------------------- loading
-def resolve(path_or_artifact: Artifact | str | Path) -> Artifact:
-    """An Artifact from an artifact directory, its main file, or an Artifact."""
+def resolve(path_or_artifact: Artifact | str | Path, *, verify: bool = True) -> Artifact:
+    """An Artifact from an artifact directory, its main file, or an Artifact.
+
+    With a manifest, the file it names must lie in the artifact's own directory and match the recorded size and
+    sha256 (`verify_file`); a bare model file without a manifest is taken as it is.
+    """
     if isinstance(path_or_artifact, Artifact):
         return path_or_artifact
     p = Path(path_or_artifact)
+    if not p.exists():
+        raise ToolkitError(f"not an artifact: {p} does not exist")
     directory = p if p.is_dir() and not p.name.endswith(".mlpackage") else p.parent
-    manifest = read_manifest(directory)
+    manifest = read_manifest(directory, strict=True)
     if manifest is None:
         fmt = next((f for f in FORMATS.values() if p.name.endswith(f.suffix)), None)
-        if fmt is None or not p.exists():
+        if fmt is None or p.is_dir() and not p.name.endswith(".mlpackage"):
             raise ToolkitError(f"not an artifact: {p} (no manifest.json and no known model file)")
         manifest = {"format": fmt.name, "file": p.name, "input": {"layout": "NCHW"}, "status": "unknown"}
         return Artifact(p.parent, p, manifest)
-    return Artifact(directory, directory / manifest["file"], manifest)
+    if p != directory and p.resolve() != (directory / manifest["file"]).resolve():
+        raise ToolkitError(f"{p} is not the file its directory's manifest describes ({manifest['file']})")
+    file = verify_file(directory, manifest) if verify else directory / manifest["file"]
+    return Artifact(directory, file, manifest)
 
 
 def load(path_or_artifact: Artifact | str | Path, *, threads: int | None = None):

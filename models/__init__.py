@@ -28,6 +28,11 @@ __all__ = ["ModelSpec", "ModelInfo", "ToolkitError", "list_models", "create", "i
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 MAX_RESOLUTION = 2048
+DEFAULT_INT_BOUNDS = (1, 1024)  # every integer override is bounded; a family declares tighter bounds
+# A checkpoint archive may declare at most this much more than the model's own tensors (plus the slack below)
+# before it is read: a small file that inflates to gigabytes is refused from its table of contents.
+CHECKPOINT_SLACK_BYTES = 64 << 20
+MAX_CHECKPOINT_BYTES = 8 << 30  # when the model is not known
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,7 @@ class ModelSpec:
     std: tuple[float, float, float]
     source: str
     overrides: Mapping[str, type] = field(default_factory=dict)  # allowed override -> its type
+    override_bounds: Mapping[str, tuple[int, int]] = field(default_factory=dict)  # int override -> [lo, hi]
     reported_params_m: float = 0.0
     reported_madds_m: float = 0.0
     adapt_state_dict: Callable[[Any, dict], dict] | None = None  # (model, state dict) -> state dict
@@ -91,11 +97,14 @@ def parse_resolution(text: str | int | tuple[int, int] | list[int]) -> tuple[int
     """'224' -> (224, 224); '192x256' -> (192, 256) (height x width); ints and pairs pass through."""
     if isinstance(text, int):
         return (text, text)
-    if isinstance(text, (tuple, list)) and len(text) == 2:
+    if isinstance(text, (tuple, list)) and len(text) == 2 and all(type(v) is int for v in text):
         return (int(text[0]), int(text[1]))
-    m = re.fullmatch(r"\s*(\d+)\s*(?:[xX]\s*(\d+))?\s*", str(text))
+    text = str(text)
+    m = re.fullmatch(r"\s*(\d{1,6})\s*(?:[xX]\s*(\d{1,6}))?\s*", text)
     if not m:
-        raise ToolkitError(f"bad resolution {text!r}: expected N or HxW, e.g. 224 or 192x256")
+        shown = text if len(text) <= 40 else text[:40] + f"... ({len(text)} characters)"
+        raise ToolkitError(f"bad resolution {shown!r}: expected N or HxW with at most 6 digits each, e.g. 224 or "
+                           "192x256")
     h = int(m.group(1))
     return (h, int(m.group(2)) if m.group(2) else h)
 
@@ -128,12 +137,16 @@ def _check_overrides(s: ModelSpec, overrides: Mapping[str, Any]) -> dict[str, An
             if value.lower() not in ("true", "false", "1", "0"):
                 raise ToolkitError(f"override {key} takes true or false, not {value!r}")
             value = value.lower() in ("true", "1")
+        if typ is int and isinstance(value, str) and not re.fullmatch(r"\s*[+-]?\d{1,18}\s*", value):
+            raise ToolkitError(f"override {key} takes a whole number, not {value[:40]!r}")
         try:
             value = typ(value)
-        except (TypeError, ValueError):
-            raise ToolkitError(f"override {key} takes a {typ.__name__}, not {value!r}") from None
-        if typ is int and value < 1:
-            raise ToolkitError(f"override {key} must be at least 1, not {value}")
+        except (TypeError, ValueError, OverflowError):
+            raise ToolkitError(f"override {key} takes a {typ.__name__}, not {str(value)[:40]!r}") from None
+        if typ is int:
+            lo, hi = s.override_bounds.get(key, DEFAULT_INT_BOUNDS)
+            if not lo <= value <= hi:
+                raise ToolkitError(f"override {key} of {s.name} takes {lo} to {hi}, not {value}")
         out[key] = value
     return out
 
@@ -188,13 +201,37 @@ def info(name: str, resolution: Any = (224, 224), **overrides: Any) -> ModelInfo
 
 
 # --------------------------------------------------------------------------------------------- checkpoints
-def read_state_dict(path: str | Path) -> dict:
-    """Read a checkpoint file safely (weights only); accept a bare state dict or one under 'state_dict'/'model'."""
+def _check_archive_sizes(p: Path, max_bytes: int) -> None:
+    """Refuse a zip checkpoint whose members declare more bytes than `max_bytes`, before anything is inflated."""
+    import zipfile
+
+    if not zipfile.is_zipfile(p):
+        if p.stat().st_size > max_bytes:
+            raise ToolkitError(f"checkpoint {p} is {p.stat().st_size:,} bytes, more than the {max_bytes:,} the "
+                               "model's weights can take; refused")
+        return
+    try:
+        with zipfile.ZipFile(p) as z:
+            declared = sum(i.file_size for i in z.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise ToolkitError(f"not a loadable weights-only checkpoint: {p} ({exc})") from None
+    if declared > max_bytes:
+        raise ToolkitError(f"checkpoint {p} declares {declared:,} bytes once unpacked, more than the {max_bytes:,} "
+                           "the model's weights can take; refused before reading it")
+
+
+def read_state_dict(path: str | Path, *, max_bytes: int = MAX_CHECKPOINT_BYTES) -> dict:
+    """Read a checkpoint file safely (weights only); accept a bare state dict or one under 'state_dict'/'model'.
+
+    The archive's declared sizes are checked against `max_bytes` first, so a small file that would inflate to
+    gigabytes is refused without reading it.
+    """
     import torch
 
     p = Path(path)
     if not p.is_file():
         raise ToolkitError(f"checkpoint not found: {p}")
+    _check_archive_sizes(p, max_bytes)
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means "not a checkpoint"
@@ -216,7 +253,8 @@ def _first(items: list[str], n: int = 4) -> str:
 
 def load_checkpoint(model: Any, path: str | Path, s: ModelSpec | None = None) -> None:
     """Load a local checkpoint into `model` with strict key and shape matching; mismatches are one clear line."""
-    state = read_state_dict(path)
+    own_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    state = read_state_dict(path, max_bytes=4 * own_bytes + CHECKPOINT_SLACK_BYTES)
     if s is not None and s.adapt_state_dict is not None:
         state = s.adapt_state_dict(model, state)
     own = model.state_dict()

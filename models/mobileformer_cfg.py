@@ -94,5 +94,6 @@ def specs():
                       default_resolution=(224, 224), min_resolution=32, mean=IMAGENET_MEAN, std=IMAGENET_STD,
                       source="models/mobileformer.py (authors' architecture, AAboys/MobileFormer)",
                       overrides={"tokens": int, "dyrelu": bool, "bridge": bool},
+                      override_bounds={"tokens": (1, 64)},
                       reported_params_m=cfg.params_reported, reported_madds_m=cfg.madds_reported)
             for key, cfg in VARIANTS.items()]

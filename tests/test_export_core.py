@@ -75,8 +75,10 @@ def test_corrupt_and_truncated_artifacts(tmp_path):
     with pytest.raises(ToolkitError, match=str(art.file)):
         export.load(art.dir)
     art.file.write_bytes(b"\x00garbage" * 10)
-    with pytest.raises(ToolkitError, match="corrupt or truncated"):
+    with pytest.raises(ToolkitError, match="corrupt or replaced"):  # the manifest's size and hash catch it first
         export.load(art.file)
+    with pytest.raises(ToolkitError, match="corrupt or truncated"):  # the runtime catches it without a manifest
+        export.load(export.resolve(art.dir, verify=False))
     with pytest.raises(ToolkitError, match="not an artifact"):
         export.load(tmp_path / "nothing.bin")
 

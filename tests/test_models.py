@@ -101,9 +101,13 @@ GOLDEN_CASES = [("26m", (128, 128)), ("52m", (96, 128)), ("96m", (128, 96)), ("2
 
 @pytest.mark.parametrize("variant,res", GOLDEN_CASES)
 def test_mobileformer_numerics_are_pinned(variant, res):
-    """Logits of the implementation verified equal (max diff 0.0) to the authors' code, pinned to 1e-4.
+    """Logits of the implementation verified equal (max diff 0.0) to the authors' code, pinned.
 
-    Regenerate with ACCEPT=1 only after re-verifying against the authors' implementation.
+    The tolerance is float32 arithmetic, not slack: the same model on the same machine differs by 2.1e-4 of its
+    largest logit between PyTorch's oneDNN and its plain convolution kernels (294m, 128x128, AMD EPYC; the golden
+    file was written on an Intel Xeon), so logits are pinned to 1e-3 of the largest one. Any change to the
+    architecture moves them by whole units. Regenerate with ACCEPT=1 only after re-verifying against the authors'
+    implementation.
     """
     y = _golden_logits(variant, res)
     key = f"{variant}@{res[0]}x{res[1]}"
@@ -113,7 +117,7 @@ def test_mobileformer_numerics_are_pinned(variant, res):
         GOLDEN.parent.mkdir(exist_ok=True)
         GOLDEN.write_text(json.dumps(data))
     expected = torch.tensor(json.loads(GOLDEN.read_text())[key])
-    assert (y - expected).abs().max().item() < 1e-4
+    assert (y - expected).abs().max().item() <= 1e-3 * expected.abs().max().item()
 
 
 # --------------------------------------------------------------------------------------------- resolutions
@@ -225,7 +229,7 @@ def test_ablation_switches():
         models.create("mobileformer_294m", heads=3)
     with pytest.raises(ToolkitError, match="no override"):
         models.create("mobilenetv3_large_100", tokens=3)
-    with pytest.raises(ToolkitError, match="at least 1"):
+    with pytest.raises(ToolkitError, match="takes 1 to 64"):
         models.create("mobileformer_26m", tokens=0)
 
 
