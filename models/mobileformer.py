@@ -296,7 +296,15 @@ class MobileFormer(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        z = self.tokens.weight.unsqueeze(0).expand(x.shape[0], -1, -1) if self.tokens is not None else None
+        z = None
+        if self.tokens is not None:
+            w = self.tokens.weight
+            if not torch.is_grad_enabled() and not torch.compiler.is_compiling():
+                # Eager inference: a view of the parameter made under no_grad requires grad yet has no grad_fn,
+                # which breaks tools that hook module inputs (FlopCounterMode, fvcore, torchinfo). detach() gives
+                # the same values; when tracing (torch.export, every exporter) the graph is left exactly as it was.
+                w = w.detach()
+            z = w.unsqueeze(0).expand(x.shape[0], -1, -1)
         x = self.stem(x)
         for blk in self.features:
             x, z = blk(x, z)

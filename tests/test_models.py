@@ -268,3 +268,15 @@ def test_readme_model_table_is_generated():
     readme = (ROOT / "README.md").read_text()
     block = readme.split("<!-- models:begin -->\n", 1)[1].split("<!-- models:end -->", 1)[0]
     assert block.strip() == markdown_table().strip(), "regenerate with: python -m models list --markdown"
+
+
+@pytest.mark.parametrize("name", models.list_models())
+def test_flops_can_be_counted_under_no_grad(name):
+    """The usual way people count FLOPs (fvcore, torchinfo users): FlopCounterMode inside torch.no_grad()."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = models.create(name)
+    res = models.spec(name).min_resolution
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(torch.zeros(1, 3, max(res, 64), max(res, 64)))
+    assert counter.get_total_flops() > 0
