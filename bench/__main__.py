@@ -7,19 +7,20 @@ import os
 import sys
 from pathlib import Path
 
+from models import defaults
 from models.common import MAX_SEED, ROOT, bounded_int, check_name, finite_positive
 from models.errors import ToolkitError, cli_main
 
 DEFAULT_STORE = ROOT / "results" / "results.sqlite"
 DEFAULT_REPORTS = ROOT / "reports"
-DEFAULT_MODELS = "mobileformer_294m,mobilenetv3_large_100,mobilevit_xs"
-DEFAULT_FORMATS = "onnx,tflite,executorch,coreml"
-DEFAULT_RES = "128,160,192,224,256,384,512"
+DEFAULT_MODELS = ",".join(defaults.SWEEP_MODELS)
+DEFAULT_FORMATS = defaults.SWEEP_FORMATS
+DEFAULT_RES = defaults.SWEEP_RESOLUTIONS
 
-EPILOG = """examples:
-  python -m bench run --device host --models mobileformer_294m,mobilenetv3_large_100,mobilevit_xs \\
-      --formats onnx,tflite,executorch,coreml --res 128,160,192,224,256,384,512 --iters 100 --threads 1
-  python -m bench run --models mobileformer_26m:tokens=3,mobilenetv3_small_100 --formats tflite \\
+EPILOG = f"""examples:
+  python -m bench run --device host --models {DEFAULT_MODELS} \\
+      --formats {DEFAULT_FORMATS} --res {DEFAULT_RES} --iters 100 --threads 1
+  python -m bench run --models {defaults.SWEEP_MODELS[0]}:tokens=3,{defaults.SWEEP_MODELS[1]} --formats tflite \\
       --converter litert-torch,onnx2tf --res 128,192x256
   python -m bench report                      # re-render the latest run's report from the store
   python -m bench list
@@ -37,6 +38,7 @@ def _store_arg(p: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from export import FORMATS
     from export.core import DEFAULT_OUT
 
     ap = argparse.ArgumentParser(prog="python -m bench", description=(
@@ -54,10 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--profiles", type=Path, metavar="FILE",
                    help="your device profiles (TOML); its tables add to and override devices/devices.toml")
     r.add_argument("--models", default=DEFAULT_MODELS,
-                   help="comma list; overrides as name:key=value, e.g. mobileformer_294m:tokens=3 "
-                        "(default: %(default)s)")
-    r.add_argument("--formats", default=DEFAULT_FORMATS, help="comma list of onnx, tflite, executorch, coreml, or "
-                                                              "all (default: %(default)s)")
+                   help="comma list; overrides as name:key=value, e.g. "
+                        f"{defaults.SWEEP_MODELS[0]}:tokens=3 (default: %(default)s)")
+    r.add_argument("--formats", default=DEFAULT_FORMATS,
+                   help=f"comma list of {', '.join(FORMATS)}, or all (default: %(default)s)")
     r.add_argument("--res", default=DEFAULT_RES, help="comma list of N or HxW (default: %(default)s)")
     r.add_argument("--iters", type=bounded_int("--iters", 2, 1_000_000), default=100,
                    help="timed iterations per cell (default: 100)")
@@ -70,10 +72,11 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--timeout", type=finite_positive("--timeout"), default=300.0,
                    help="seconds a cell may take (load + warm-up + timing) before its runtime is killed and the "
                         "cell stored as failed (default: 300)")
-    r.add_argument("--retries", type=bounded_int("--retries", 0, 100), default=2,
+    r.add_argument("--retries", type=bounded_int("--retries", 0, 100), default=None,
                    help="re-time an unstable cell (CV above 10%%, or with one thread wall time 5%% above CPU time: "
                         "a neighbour had the core) up to this many times, keeping the steadiest attempt; paused "
-                        "while retries keep failing (bench/sweep.py); 0 = never (default: 2)")
+                        "while retries keep failing; a host setting, overriding its profile's `retries`; 0 = never "
+                        "(default: the profile's, 2)")
     r.add_argument("--export-timeout", type=finite_positive("--export-timeout"), default=1800.0,
                    help="seconds one export may take before the converter is killed (default: 1800)")
     r.add_argument("--export-jobs", type=bounded_int("--export-jobs", 1, 64), default=min(2, os.cpu_count() or 1),

@@ -33,8 +33,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-UNSTABLE_CV = 0.10
-CONTENTION_BOUND = 0.05
+from models.common import CONTENTION_BOUND, UNSTABLE_CV  # noqa: E402  (one home for the thresholds)
+
 N_BOOT = 2000
 BOOT_SEED = 20240
 LEVEL = 0.95

@@ -30,7 +30,6 @@ import queue
 import random
 import secrets
 import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -42,7 +41,7 @@ from bench import stats
 from bench.store import Store
 from devices.subproc import Worker, WorkerError
 from export.hostlock import DeviceLock, timing_cores
-from models.common import ROOT, check_name
+from models.common import check_name, git_commit
 from models.errors import ToolkitError
 
 
@@ -190,17 +189,6 @@ def _now() -> str:
     return _dt.datetime.now(_dt.UTC).isoformat(timespec="milliseconds")
 
 
-def git_commit() -> str | None:
-    try:
-        head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, timeout=5).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=5).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return (head + ("+dirty" if dirty else "")) or None
-
-
 def resolve_run(store: Store, args: SweepArgs, *, run_id: str | None, new: bool, seed: int | None,
                 environment: dict[str, Any], argv: list[str] | None, cells_total: int) -> tuple[dict[str, Any], bool]:
     """The run to work on: (run row, created). Same arguments -> same run; --new -> a fresh one."""
@@ -242,12 +230,11 @@ def shuffled(cells: list[Cell], seed: int) -> list[Cell]:
 
 # --------------------------------------------------------------------------------------------- rows
 def _parity(manifest: dict[str, Any] | None) -> dict[str, Any]:
-    p = (manifest or {}).get("parity") or {}
-    sets = [p[k] for k in ("random", "images") if isinstance(p.get(k), dict)]
-    return {"parity_verdict": p.get("verdict"),
-            "parity_max_rel": max((s["max_rel"] for s in sets), default=None),
-            "parity_cosine": min((s["cosine"] for s in sets), default=None),
-            "parity_top1": min((s["top1"] for s in sets), default=None)}
+    from export.parity import worst
+
+    w = worst((manifest or {}).get("parity"))
+    return {"parity_verdict": ((manifest or {}).get("parity") or {}).get("verdict"),
+            "parity_max_rel": w["max_rel"], "parity_cosine": w["cosine"], "parity_top1": w["top1"]}
 
 
 def cell_row(run_id: str, seq: int, cell: Cell, *, args: SweepArgs, status: str, manifest: dict | None = None,
@@ -308,32 +295,6 @@ class _Deferred:
                 raise KeyboardInterrupt
 
 
-# --------------------------------------------------------------------------------------------- retries
-class _RetryPolicy:
-    """Re-time unstable cells only while re-timing helps.
-
-    On this machine a neighbour's burst passes within seconds (a retry then rescues the cell), but a neighbour's
-    long job keeps a core shared for minutes, and then every retry fails too and only triples the sweep's time.
-    So after GIVE_UP retried cells in a row that stayed unstable, cells get one attempt, until a cell comes out
-    steady at once, which says the machine is quiet again.
-    """
-
-    GIVE_UP = 3
-
-    def __init__(self, retries: int):
-        self.retries = retries
-        self.failed_in_a_row = 0
-
-    def now(self) -> int:
-        return self.retries if self.failed_in_a_row < self.GIVE_UP else 0
-
-    def record(self, attempts: int, unstable: bool) -> None:
-        if not unstable:
-            self.failed_in_a_row = 0
-        elif attempts > 1:
-            self.failed_in_a_row += 1
-
-
 # --------------------------------------------------------------------------------------------- the sweep
 @dataclass
 class SweepResult:
@@ -360,7 +321,7 @@ class Options:
     timeout: float = 300.0
     export_timeout: float = 1800.0
     export_jobs: int = 2  # exports run before any timing, so they may use every core
-    retries: int = 2
+    retries: int | None = None  # the host's re-timing of unstable loops (default: its profile's)
     retry_failed: bool = False
     report: bool = True
     argv: list[str] | None = None
@@ -378,7 +339,8 @@ def run(args: SweepArgs, opts: Options, console: Any = None) -> SweepResult:
     t_start = time.monotonic()
     if opts.run_id is not None:
         check_name(opts.run_id, "run id")
-    device = devices.get(args.device, opts.profiles)
+    device = devices.get(args.device, opts.profiles,
+                         {"retries": opts.retries} if opts.retries is not None else None)
     for th in args.threads:
         check = getattr(device, "check_threads", None)
         if check is not None:
@@ -487,7 +449,7 @@ def _work(store: Store, args: SweepArgs, opts: Options, run_id: str, seq: dict[s
 
     runnable, not_run = [], []
     for c in todo:
-        reason = device.runs_here(c.format)
+        reason = device.can_run(c.format)
         (not_run if reason else runnable).append((c, reason))
     sizes: dict[tuple, tuple[int, int]] = {}
     artifacts: dict[str, tuple[str, dict]] = {}
@@ -575,7 +537,6 @@ def _work(store: Store, args: SweepArgs, opts: Options, run_id: str, seq: dict[s
             contextlib.nullcontext()
         with cores:  # on this machine: exclusive use of the cores (exports next door wait for the timed loops)
             measure = [c for c in todo if c.key in artifacts]
-            retry = _RetryPolicy(opts.retries)
             weight = {c.key: (artifacts[c.key][1].get("madds") or 1) * (args.iterations + args.warmup) for c in measure}
             task = progress.add_task("measure", total=sum(weight.values()) or 1, cell="")
             mtask = progress.add_task("  cells", total=len(measure), cell="")
@@ -588,8 +549,7 @@ def _work(store: Store, args: SweepArgs, opts: Options, run_id: str, seq: dict[s
                 path, manifest = artifacts[cell.key]
                 try:
                     m = device.run(path, iterations=args.iterations, warmup=args.warmup, threads=cell.threads,
-                                   timeout=opts.timeout, retries=retry.now(), retry_cv=stats.UNSTABLE_CV,
-                                   retry_contention=stats.CONTENTION_BOUND)
+                                   timeout=opts.timeout)
                 except ToolkitError as exc:
                     stage = getattr(exc, "stage", "run")
                     save(cell, status="failed", stage=stage, error=str(exc), manifest=manifest, artifact=path)
@@ -597,7 +557,6 @@ def _work(store: Store, args: SweepArgs, opts: Options, run_id: str, seq: dict[s
                 else:
                     save(cell, status="ok", manifest=manifest, artifact=path, measurement=m)
                     s = stats.summarize(m.samples_ms, m.cpu_samples_ms or None, threads=cell.threads)
-                    retry.record(len(m.attempt_cvs), s.unstable)
                     flag = "" if s.contention is None else f", wall/CPU {1 + s.contention:.2f}"
                     flag += "  UNSTABLE" if s.unstable else ""
                     if len(m.attempt_cvs) > 1:

@@ -1,72 +1,49 @@
 """Devices: where an exported artifact runs and how long it takes there.
 
-    devices.get(name) -> Device            (profiles in devices/devices.toml; "host" is built in)
+    devices.get(name, profiles_file=None) -> Device   (profiles in devices/devices.toml; "host" is built in)
+    device.can_run(fmt) -> reason | None
     device.run(artifact, iterations=, warmup=, threads=, timeout=) -> Measurement   (raw samples, load, first run)
 
 A Device knows nothing of sweeps or reports (bench/ does); it takes one artifact and returns raw per-iteration
-latencies plus what was measured around them. Only the `host` kind exists: the runtimes installed on this machine,
-timed in a persistent worker process (devices/host.py, devices/worker.py). Phones and boards (adb, ssh, Xcode) are
-not implemented; a profile naming another kind is an error, not a silent fallback.
+latencies plus what was measured around them. A device kind is one module of this package that defines `KIND`
+(its profile dataclass and device class); only `host` exists (devices/host.py: the runtimes installed on this
+machine, timed in a persistent worker process). A profile naming another kind is an error, not a silent fallback.
 """
 
 from __future__ import annotations
 
 import tomllib
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
+from devices.base import Device, Kind, MeasureError, Measurement
 from models.common import check_name
 from models.errors import ToolkitError, unknown
+from models.registry import Registry
+
+__all__ = ["Device", "Kind", "MeasureError", "Measurement", "KINDS", "PROFILES", "get", "profiles", "list_devices"]
 
 PROFILES = Path(__file__).resolve().parent / "devices.toml"
-KINDS = ("host",)
 
 
-class MeasureError(ToolkitError):
-    """A cell that could not be measured; `stage` says where: load, run, timeout or crash."""
-
-    def __init__(self, message: str, stage: str):
-        super().__init__(message)
-        self.stage = stage
+KINDS: Registry[Kind] = Registry("device kind")
 
 
-@dataclass
-class Measurement:
-    """What one timed cell produced on a device (all times in milliseconds)."""
+def _discover_kinds() -> None:
+    """Every module in devices/ that defines KIND is one device kind: adding a kind is adding a file."""
+    import importlib
+    import pkgutil
 
-    samples_ms: list[float]  # one per timed iteration, in order
-    load_ms: float  # creating the runtime session / interpreter from the file
-    first_ms: float  # the first inference after loading (not part of warm-up or samples)
-    warmup: int
-    threads: int
-    cpus: list[int] | None  # cores the measuring process was pinned to (None: not pinned)
-    peak_rss_mb: float | None  # peak resident memory of the measuring process during the cell, where known
-    overhead_us: float  # the harness's own per-iteration cost: an empty callable through the same loop (median)
-    loadavg: float | None  # 1-minute load average of the machine when the cell started
-    cpu_samples_ms: list[float] = field(default_factory=list)  # process CPU time of each timed iteration
-    attempt_cvs: list[float] = field(default_factory=list)  # CV of every timed attempt (the kept one is the least)
-    runtime: str = ""
-    runtime_versions: dict[str, str] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
+        if info.name in _NOT_KINDS or info.name.startswith("_"):
+            continue
+        mod = importlib.import_module(f"devices.{info.name}")
+        kind = getattr(mod, "KIND", None)
+        if kind is not None:
+            KINDS.register(kind.name, kind)
 
 
-class Device(Protocol):
-    """A place to run artifacts. `runs_here(fmt)` is None when it can, else the reason (e.g. "needs macOS")."""
-
-    name: str
-    kind: str
-
-    def runs_here(self, fmt: str) -> str | None: ...
-
-    def describe(self) -> dict[str, Any]: ...
-
-    def run(self, artifact: Any, *, iterations: int, warmup: int, threads: int, timeout: float,
-            retries: int = 0, retry_cv: float = 0.10, retry_contention: float = 0.05) -> Measurement: ...
-
-    def close(self) -> None: ...
+_NOT_KINDS = {"base", "worker", "subproc"}  # the host's measuring process and its pipe protocol
 
 
 def _read_profiles(path: Path) -> dict[str, dict[str, Any]]:
@@ -107,16 +84,19 @@ def list_devices(user: str | Path | None = None) -> list[str]:
     return list(profiles(user))
 
 
-def get(name: str, user: str | Path | None = None) -> Device:
-    """The device of a profile; unknown names list the known ones, a malformed profile is one line naming the key."""
+def get(name: str, user: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Device:
+    """The device of a profile; unknown names list the known ones, a malformed profile is one line naming the key.
+    `overrides` are profile keys set from the command line (e.g. the host's `retries`)."""
     profs = profiles(user)
     if name not in profs:
         raise unknown("device", name, profs)
     prof = dict(profs[name])
     where = f"device profile [{name}] in {prof.pop('_file', 'the built-in defaults')}"
+    prof.update(overrides or {})
+    if not KINDS:
+        _discover_kinds()
     kind = prof.get("kind", "host")
-    if kind not in KINDS:
+    if not isinstance(kind, str) or kind not in KINDS:
         raise ToolkitError(f"{where}: kind {kind!r} is not implemented (implemented: {', '.join(KINDS)})")
-    from devices.host import HostDevice, HostProfile
-
-    return HostDevice(name, HostProfile.parse(prof, where))
+    k = KINDS.get(kind)
+    return k.device(name, k.profile.parse(prof, where))

@@ -19,8 +19,9 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from devices import MeasureError, Measurement
+from devices.base import Kind, MeasureError, Measurement
 from devices.subproc import Worker, WorkerError
+from models.common import CONTENTION_BOUND, UNSTABLE_CV, median
 from models.errors import ToolkitError
 
 
@@ -40,6 +41,7 @@ class HostProfile:
     description: str = ""
     pin: bool = True
     cpus: tuple[int, ...] | None = None
+    retries: int = 2  # re-time an unstable loop up to this many times (see _RetryPolicy); 0 = never
 
     @classmethod
     def parse(cls, prof: dict[str, Any], where: str) -> HostProfile:
@@ -51,6 +53,9 @@ class HostProfile:
                                ("pin", bool, "true or false")):
             if key in prof and not isinstance(prof[key], typ):
                 raise ToolkitError(f"{where}: {key} must be {what}, not {prof[key]!r}")
+        retries = prof.get("retries", 2)
+        if type(retries) is not int or not 0 <= retries <= 100:
+            raise ToolkitError(f"{where}: retries must be a whole number from 0 to 100, not {retries!r}")
         cpus = prof.get("cpus")
         if cpus is not None:
             if (not isinstance(cpus, list) or not cpus
@@ -67,7 +72,32 @@ class HostProfile:
                 raise ToolkitError(f"{where}: cpus names cores to pin to, but pin = false")
             cpus = tuple(cpus)
         return cls(kind=prof.get("kind", "host"), description=prof.get("description", ""),
-                   pin=prof.get("pin", True), cpus=cpus)
+                   pin=prof.get("pin", True), cpus=cpus, retries=retries)
+
+
+class _RetryPolicy:
+    """Re-time unstable loops only while re-timing helps.
+
+    On this machine a neighbour's burst passes within seconds (a retry then rescues the cell), but a neighbour's
+    long job keeps a core shared for minutes, and then every retry fails too and only triples the sweep's time.
+    So after GIVE_UP retried cells in a row that stayed unstable, cells get one attempt, until a cell comes out
+    steady at once, which says the machine is quiet again.
+    """
+
+    GIVE_UP = 3
+
+    def __init__(self, retries: int):
+        self.retries = retries
+        self.failed_in_a_row = 0
+
+    def now(self) -> int:
+        return self.retries if self.failed_in_a_row < self.GIVE_UP else 0
+
+    def record(self, attempts: int, unstable: bool) -> None:
+        if not unstable:
+            self.failed_in_a_row = 0
+        elif attempts > 1:
+            self.failed_in_a_row += 1
 
 
 class HostDevice:
@@ -81,6 +111,7 @@ class HostDevice:
         self.cpus = list(profile.cpus) if profile.cpus else None
         self._worker: Worker | None = None
         self._threads: int | None = None
+        self._retry = _RetryPolicy(profile.retries)
 
     def max_threads(self) -> int:
         """The most threads a cell can honestly use: the cores it is pinned to choose from, or all allowed."""
@@ -94,7 +125,7 @@ class HostDevice:
             raise ToolkitError(f"device {self.name} cannot run {threads} threads: it has {where}")
 
     # ------------------------------------------------------------------------------------------ what it can do
-    def runs_here(self, fmt: str) -> str | None:
+    def can_run(self, fmt: str) -> str | None:
         import export
 
         try:
@@ -135,35 +166,50 @@ class HostDevice:
         return self._worker
 
     def run(self, artifact: Any, *, iterations: int = 100, warmup: int = 10, threads: int = 1,
-            timeout: float = 300.0, retries: int = 0, retry_cv: float = 0.10,
-            retry_contention: float = 0.05) -> Measurement:
+            timeout: float = 300.0) -> Measurement:
         """Time `artifact` (an Artifact or its directory): `warmup` untimed runs, then `iterations` timed ones.
 
-        A timed loop with a coefficient of variation above `retry_cv` (or, with one thread, a median wall time more
-        than `retry_contention` above its median CPU time) is re-run up to `retries` times while the cell's
-        `timeout` allows, and the steadiest attempt is kept (see devices/worker.py).
+        A timed loop that is not steady (CV above UNSTABLE_CV, or with one thread a median wall time more than
+        CONTENTION_BOUND above its median CPU time) is re-run up to the profile's `retries` times while the cell's
+        `timeout` allows, and the steadiest attempt is kept (see devices/worker.py and _RetryPolicy).
         """
         if iterations < 2:
             raise ToolkitError(f"iterations must be at least 2, not {iterations}")
         self.check_threads(threads)
         directory = getattr(artifact, "dir", artifact)
         request = {"op": "measure", "artifact": str(Path(directory)), "iterations": int(iterations),
-                   "warmup": int(warmup), "threads": int(threads), "retries": int(retries),
-                   "retry_cv": float(retry_cv), "retry_contention": float(retry_contention),
-                   "budget_s": 0.8 * timeout}
+                   "warmup": int(warmup), "threads": int(threads), "retries": self._retry.now(),
+                   "retry_cv": UNSTABLE_CV, "retry_contention": CONTENTION_BOUND, "budget_s": 0.8 * timeout}
         try:
             reply = self._worker_for(threads).call(request, timeout)
         except WorkerError as exc:
             raise MeasureError(str(exc), exc.stage) from None
         if not reply.get("ok"):
             raise MeasureError(reply.get("error", "unknown error"), reply.get("stage", "run"))
-        return Measurement(**reply["measurement"])
+        m = Measurement(**reply["measurement"])
+        self._retry.record(len(m.attempt_cvs), _unsteady(m, threads))
+        return m
 
     def close(self) -> None:
         if self._worker is not None:
             self._worker.close()
         self._worker = None
         self._threads = None
+
+
+def _unsteady(m: Measurement, threads: int) -> bool:
+    xs = m.samples_ms
+    mean = sum(xs) / len(xs)
+    cv = (sum((x - mean) ** 2 for x in xs) / (len(xs) - 1)) ** 0.5 / mean if mean > 0 else 0.0
+    if cv > UNSTABLE_CV:
+        return True
+    if threads == 1 and m.cpu_samples_ms:
+        cpu = median(m.cpu_samples_ms)
+        return cpu > 0 and median(xs) / cpu - 1 > CONTENTION_BOUND
+    return False
+
+
+KIND = Kind("host", HostProfile, HostDevice)
 
 
 def cpu_model() -> str:

@@ -23,19 +23,18 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import models
-from models.common import ROOT, file_digest, os_error_line, tree_size
+from export.formats import FORMATS, format_spec
+from export.spec import PRECISIONS, Converted, FormatSpec, Job
+from models.common import ROOT, file_digest, git_commit, os_error_line, replace_dir, tree_size
 from models.errors import ToolkitError
 
 DEFAULT_OUT = Path(os.environ.get("TOOLKIT_ARTIFACTS", ROOT / "artifacts"))
-PRECISIONS = ("fp32", "fp16")
 DEFAULT_SEED = 0
 
 
@@ -45,62 +44,6 @@ class ExportFailed(ToolkitError):
     def __init__(self, message: str, artifact: Artifact):
         super().__init__(message)
         self.artifact = artifact
-
-
-# --------------------------------------------------------------------------------------------- the formats table
-@dataclass(frozen=True)
-class Converter:
-    name: str
-    packages: tuple[str, ...]  # distributions whose versions identify the converter (first = the converter)
-    module: str  # export.<module> providing convert(job) -> Converted
-
-
-@dataclass(frozen=True)
-class FormatSpec:
-    name: str
-    suffix: str
-    converters: tuple[Converter, ...]  # the first is the default
-    runtime: str  # the in-process runtime used by load()/parity on this host
-    runtime_packages: tuple[str, ...]
-    module: str  # export.<module> providing load(file, manifest, threads) and runs_here()
-    dynamic: bool = False  # can its artifacts take a range of input sizes (--dynamic)?
-
-    @property
-    def default_converter(self) -> str:
-        return self.converters[0].name
-
-    def converter(self, name: str | None) -> Converter:
-        if name is None:
-            return self.converters[0]
-        for c in self.converters:
-            if c.name == name:
-                return c
-        valid = ", ".join(c.name for c in self.converters)
-        raise ToolkitError(f"format {self.name} has no converter {name!r}; valid: {valid}")
-
-
-FORMATS: dict[str, FormatSpec] = {f.name: f for f in (
-    FormatSpec("onnx", ".onnx", (Converter("torch-dynamo", ("torch", "onnx", "onnxscript"), "onnx"),),
-               "onnxruntime", ("onnxruntime",), "onnx", dynamic=True),
-    FormatSpec("tflite", ".tflite", (
-        Converter("litert-torch", ("litert-torch", "ai-edge-litert"), "tflite"),
-        Converter("onnx2tf", ("onnx2tf", "tensorflow", "onnx"), "tflite_onnx2tf")),
-        "ai-edge-litert (XNNPACK)", ("ai-edge-litert",), "tflite"),
-    FormatSpec("executorch", ".pte", (Converter("xnnpack", ("executorch", "torch"), "executorch"),),
-               "executorch.runtime", ("executorch",), "executorch"),
-    FormatSpec("coreml", ".mlpackage", (Converter("coremltools", ("coremltools", "torch"), "coreml"),),
-               "coremltools (macOS only)", ("coremltools",), "coreml"),
-)}
-
-
-# converters whose artifacts also depend on another format module's code (onnx2tf starts from our ONNX file)
-CODE_DEPENDS = {"onnx2tf": ("onnx",)}
-
-
-def format_spec(name: str) -> FormatSpec:
-    if name not in FORMATS:
-        raise ToolkitError(f"unknown format {name!r}; valid: {', '.join(FORMATS)}, all")
-    return FORMATS[name]
 
 
 @functools.cache
@@ -144,40 +87,6 @@ class Artifact:
     def verdict(self) -> str:
         p = self.manifest.get("parity", {})
         return p.get("verdict", "unknown")
-
-
-@dataclass
-class Converted:
-    """What a format module's convert() hands back."""
-
-    file: Path
-    layout: str = "NCHW"  # input layout of the artifact
-    details: dict[str, Any] = field(default_factory=dict)  # opset, delegation, op histogram, ...
-
-
-@dataclass
-class Job:
-    """Everything a converter needs; the capture is shared by every format of one (model, resolution)."""
-
-    name: str
-    model: Any  # torch.nn.Module in eval mode
-    resolution: tuple[int, int]
-    precision: str
-    converter: str
-    out_dir: Path  # a temporary directory, renamed into place when everything succeeded
-    stem: str
-    options: dict[str, Any]
-    _capture: Callable[[], Any]
-    dynamic: bool = False  # H and W symbolic (32..MAX_RESOLUTION) instead of fixed at `resolution`
-
-    def example(self):
-        import torch
-
-        return torch.zeros(1, 3, *self.resolution)
-
-    def exported_program(self):
-        """torch.export.export(model, example) at this resolution, captured once per process."""
-        return self._capture()
 
 
 # --------------------------------------------------------------------------------------------- weights and capture
@@ -316,27 +225,12 @@ def is_ours(directory: Path) -> bool:
     return all(p.name in ("manifest.json", m["file"]) for p in d.iterdir())
 
 
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
-                             text=True, timeout=5)
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
 def _replace_dir(tmp: Path, final: Path) -> None:
-    """Move a finished temporary directory into place; an older artifact there is removed only afterwards."""
-    old = None
-    if final.exists() or final.is_symlink():
-        if not is_ours(final):
-            raise ToolkitError(f"{final} holds files the toolkit did not write (or no valid manifest.json); left "
-                               "untouched: move it away or pass another --out")
-        old = final.with_name(f".{final.name}.old-{os.getpid()}")
-        final.rename(old)
-    tmp.rename(final)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    """Move a finished temporary directory into place; only an artifact directory of our own is ever replaced."""
+    if (final.exists() or final.is_symlink()) and not is_ours(final):
+        raise ToolkitError(f"{final} holds files the toolkit did not write (or no valid manifest.json); left "
+                           "untouched: move it away or pass another --out")
+    replace_dir(tmp, final)
 
 
 def _prepare_out(out: Path) -> None:
@@ -391,7 +285,7 @@ def export(model: str, fmt: str, resolution: Any = 224, *, precision: str = "fp3
     key_fields = {"model": model, "overrides": ov, "weights": {k: v for k, v in weights.items() if k != "checkpoint"},
                   "resolution": list(res), "format": fmt, "converter": conv.name, "converter_versions": versions,
                   "precision": precision, "parity": parity, "dynamic": dynamic,
-                  "code": code_hash(*sorted({conv.module, spec.module, *CODE_DEPENDS.get(conv.name, ())}))}
+                  "code": code_hash(*sorted({conv.module, spec.module, *conv.depends}))}
     cache_key = hashlib.sha256(json.dumps(key_fields, sort_keys=True).encode()).hexdigest()[:24]
 
     if final.exists() or final.is_symlink():
@@ -453,13 +347,14 @@ def export(model: str, fmt: str, resolution: Any = 224, *, precision: str = "fp3
             "file_sha256": file_digest(converted.file),
             "export_seconds": round(export_seconds, 3), **converted.details,
             "cache_key": cache_key, "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-            "toolkit_commit": _git_commit(), "host": platform.platform(),
+            "toolkit_commit": git_commit(), "host": platform.platform(),
         }
         art = Artifact(tmp, tmp / converted.file.name, manifest)
         if parity:
             from export import parity as parity_mod
 
-            manifest["parity"] = parity_mod.check(art, net)
+            reason = importlib.import_module(f"export.{spec.module}").runs_here()
+            manifest["parity"] = parity_mod.check(manifest, net, lambda: load(art, threads=None), reason)
         else:
             manifest["parity"] = {"verdict": "not run: parity switched off"}
         manifest["status"] = "failed" if manifest["parity"]["verdict"] == "failed" else "ok"

@@ -39,8 +39,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from export.core import Converted, Job
+from export.spec import Converted, Converter, FormatSpec, Job
 from models.errors import ToolkitError
+
+FORMAT = FormatSpec("coreml", ".mlpackage", (Converter("coremltools", ("coremltools", "torch"), "coreml"),),
+                    "coremltools (macOS only)", ("coremltools",), "coreml", rank=4)
+
 
 DEPLOYMENT_TARGET = "iOS16"
 INPUT_NAME = "input"

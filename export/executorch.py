@@ -64,8 +64,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from export.core import Converted, Job
+from export.spec import Converted, Converter, FormatSpec, Job
 from models.errors import ToolkitError
+
+FORMAT = FormatSpec("executorch", ".pte", (Converter("xnnpack", ("executorch", "torch"), "executorch"),),
+                    "executorch.runtime", ("executorch",), "executorch", rank=3)
+
 
 FILE_IDENTIFIER = b"ET12"  # bytes 4..8 of a .pte (flatbuffer file identifier)
 HEADER_MAGIC = b"eh00"  # ExecuTorch extended header at byte 8

@@ -12,7 +12,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from export.core import Converted, Job
+from export.spec import Converted, Converter, FormatSpec, Job
+
+FORMAT = FormatSpec("onnx", ".onnx", (Converter("torch-dynamo", ("torch", "onnx", "onnxscript"), "onnx"),),
+                    "onnxruntime", ("onnxruntime",), "onnx", dynamic=True, rank=1)
+
 
 OPSET = 18
 

@@ -82,23 +82,21 @@ def _run(fn, x: np.ndarray) -> np.ndarray:
     return np.concatenate([np.asarray(fn(x[i:i + 1]), dtype=np.float32).reshape(1, -1) for i in range(len(x))])
 
 
-def check(art, model) -> dict[str, Any]:
-    """Run the artifact and the PyTorch model on both input sets; return the manifest's "parity" record."""
+def check(manifest: dict[str, Any], model, load, cannot_run: str | None) -> dict[str, Any]:
+    """Run the artifact (`load()` gives its runner) and the PyTorch model on both input sets; return the manifest's
+    "parity" record. `cannot_run` is the reason this host cannot run the format (the check is then "not run")."""
     import torch
 
-    from export import core
-
-    m = art.manifest
+    m = manifest
     res = tuple(m["resolution"])
     mean, std = m["input"]["mean"], m["input"]["std"]
     thresholds = THRESHOLDS[m["precision"]]
     seed = secrets.randbelow(2**31)
     record: dict[str, Any] = {"thresholds": thresholds, "random_seed": seed, "photos": list(IMAGES)}
-    reason = __import__(f"export.{core.format_spec(m['format']).module}", fromlist=["runs_here"]).runs_here()
-    if reason:
-        record["verdict"] = f"not run: {reason}"
+    if cannot_run:
+        record["verdict"] = f"not run: {cannot_run}"
         return record
-    runner = core.load(art, threads=None)
+    runner = load()
     sets = {"random": random_images(res, mean, std, seed), "images": photographs(res, mean, std)}
     if m.get("dynamic"):  # a second size: a dynamic graph must not have baked in the export size
         alt = (min(res[0] + 32, 2048), min(res[1] + 64, 2048))
@@ -126,12 +124,23 @@ def check(art, model) -> dict[str, Any]:
     return record
 
 
+def worst(parity: dict[str, Any] | None) -> dict[str, float | None]:
+    """The worst figures over every input set (random, photographs, a second size): the one place they are
+    combined. Missing sets give None."""
+    p = parity or {}
+    sets = [v for k, v in p.items() if k in ("random", "images", "images_alt") and isinstance(v, dict)]
+    return {"max_rel": max((x["max_rel"] for x in sets), default=None),
+            "cosine": min((x["cosine"] for x in sets), default=None),
+            "top1": min((x["top1"] for x in sets), default=None)}
+
+
 def summary(parity: dict[str, Any]) -> str:
     """One line: verdict and the worst figures."""
     v = parity.get("verdict", "unknown")
     if "random" not in parity or "images" not in parity:
         return v + (f" ({parity['reason']})" if parity.get("reason") else "")
     r, i = parity["random"], parity["images"]
-    line = (f"{v}: max_rel {max(r['max_rel'], i['max_rel']):.1e}, cosine {min(r['cosine'], i['cosine']):.6f}, "
-            f"top-1 {min(r['top1'], i['top1']):.0%} (random {r['n']} + {i['n']} photos)")
+    w = worst(parity)
+    line = (f"{v}: max_rel {w['max_rel']:.1e}, cosine {w['cosine']:.6f}, "
+            f"top-1 {w['top1']:.0%} (random {r['n']} + {i['n']} photos)")
     return line + (f"; {parity['reason'][:160]}" if parity.get("reason") else "")

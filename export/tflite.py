@@ -42,8 +42,14 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from export.core import Converted, Job
+from export.spec import Converted, Converter, FormatSpec, Job
 from models.errors import ToolkitError
+
+FORMAT = FormatSpec("tflite", ".tflite", (
+    Converter("litert-torch", ("litert-torch", "ai-edge-litert"), "tflite"),
+    Converter("onnx2tf", ("onnx2tf", "tensorflow", "onnx"), "tflite_onnx2tf", depends=("onnx",))),
+    "ai-edge-litert (XNNPACK)", ("ai-edge-litert",), "tflite", rank=2)
+
 
 IDENTIFIER = b"TFL3"  # the TFLite flatbuffer file identifier, bytes 4..8
 

@@ -79,7 +79,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from export.core import Converted, Job
+from export.spec import Converted, Job
 from models.errors import ToolkitError
 
 # onnx2tf.convert() arguments; `output_signaturedefs` is its command line's default (the function's is False), the

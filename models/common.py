@@ -115,3 +115,53 @@ def bounded_int(option: str, lo: int, hi: int):
 def same_filesystem_tmp(final: Path, tag: str) -> Path:
     """A sibling name for a temporary file or directory that will be renamed onto `final`."""
     return final.with_name(f".{final.name}.{tag}-{os.getpid()}")
+
+
+# --------------------------------------------------------------------------------------------- measurement facts
+# A timed cell is unstable when its coefficient of variation is above UNSTABLE_CV or, with one thread, its median
+# wall time is more than CONTENTION_BOUND above its median CPU time (a neighbour had the core). docs/bench.md has
+# the measurements behind both numbers. Every package reads them from here.
+UNSTABLE_CV = 0.10
+CONTENTION_BOUND = 0.05
+
+
+def median(values) -> float:
+    """The median everywhere in the toolkit: the mean of the two middle values for an even count (numpy's)."""
+    xs = sorted(float(v) for v in values)
+    n = len(xs)
+    if not n:
+        raise ValueError("median of no values")
+    return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
+
+
+# --------------------------------------------------------------------------------------------- provenance, files
+def git_commit() -> str | None:
+    """The toolkit's commit, with "+dirty" when tracked files differ from it (the same string everywhere)."""
+    import subprocess
+
+    try:
+        head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (head + ("+dirty" if dirty else "")) or None
+
+
+def replace_dir(tmp: Path, final: Path) -> None:
+    """Move a finished temporary directory onto `final` (a sibling): the old one is renamed aside first and removed
+    only afterwards, so a reader sees the old or the new directory, never half of one. The caller has proven that
+    `final`, if present, is the toolkit's own."""
+    import shutil
+
+    old = None
+    if final.exists() or final.is_symlink():
+        old = final.with_name(f".{final.name}.old-{os.getpid()}")
+        final.rename(old)
+    tmp.rename(final)
+    if old is not None:
+        if old.is_symlink():
+            old.unlink()
+        else:
+            shutil.rmtree(old, ignore_errors=True)

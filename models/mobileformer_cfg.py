@@ -74,26 +74,3 @@ VARIANTS: dict[str, MobileFormerCfg] = {
     "26m": MobileFormerCfg(8, 3, 128, 1024, _PLAN_52, groups=4, dropout=0.1, madds_reported=26,
                            params_reported=3.2),
 }
-
-
-
-
-# --------------------------------------------------------------------------------------------- registry entries
-def specs():
-    """One registry entry per row of VARIANTS (names mobileformer_<variant>)."""
-    from functools import partial
-
-    from models import IMAGENET_MEAN, IMAGENET_STD, ModelSpec
-
-    def build(cfg: MobileFormerCfg, **overrides):
-        from models.mobileformer import MobileFormer
-
-        return MobileFormer(cfg, **overrides)
-
-    return [ModelSpec(name=f"mobileformer_{key}", family="mobileformer", build=partial(build, cfg),
-                      default_resolution=(224, 224), min_resolution=32, mean=IMAGENET_MEAN, std=IMAGENET_STD,
-                      source="models/mobileformer.py (authors' architecture, AAboys/MobileFormer)",
-                      overrides={"tokens": int, "dyrelu": bool, "bridge": bool},
-                      override_bounds={"tokens": (1, 64)},
-                      reported_params_m=cfg.params_reported, reported_madds_m=cfg.madds_reported)
-            for key, cfg in VARIANTS.items()]

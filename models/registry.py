@@ -42,3 +42,29 @@ class Registry(Generic[T]):
 
     def __len__(self) -> int:
         return len(self._items)
+
+
+# --------------------------------------------------------------------------------------------- the model registry
+def _discover() -> tuple[Registry, Registry]:
+    """Every `models/family_*.py` is one family: its FAMILY and its `specs()` rows. Adding a family is adding a file."""
+    import importlib
+    import pkgutil
+    from pathlib import Path
+
+    families: Registry = Registry("family")
+    model_specs: Registry = Registry("model")
+    here = Path(__file__).resolve().parent
+    for info in sorted(pkgutil.iter_modules([str(here)]), key=lambda i: i.name):
+        if not info.name.startswith("family_"):
+            continue
+        mod = importlib.import_module(f"models.{info.name}")
+        fam = mod.FAMILY
+        families.register(fam.name, fam)
+        for s in mod.specs():
+            if s.family != fam.name:
+                raise ValueError(f"models/{info.name}.py: {s.name} says family {s.family!r}, not {fam.name!r}")
+            model_specs.register(s.name, s)
+    return families, model_specs
+
+
+FAMILIES, MODELS = _discover()

@@ -236,11 +236,13 @@ def test_hung_runtime_is_killed_and_replaced(artifacts):
         m = dev.run(art, iterations=20, warmup=2, threads=1, timeout=60)
         assert len(m.samples_ms) == 20 and m.load_ms > 0 and m.first_ms > 0 and m.overhead_us < 100
         assert len(m.cpu_samples_ms) == 20 and m.attempt_cvs and m.cpus == sorted(os.sched_getaffinity(0))[-1:]
-        m = dev.run(art, iterations=20, warmup=0, threads=1, timeout=60, retries=2, retry_cv=1e-9)  # never steady
-        assert len(m.attempt_cvs) == 3 and len(m.samples_ms) == 20
-        assert stats.summarize(m.samples_ms).cv == pytest.approx(min(m.attempt_cvs), abs=1e-4)  # the steadiest
     finally:
         dev.close()
+    from devices.worker import measure  # the worker's own loop, with a bound no loop meets: every retry is made
+
+    m = measure(str(art), 20, 0, 1, None, retries=2, retry_cv=1e-9)
+    assert len(m["attempt_cvs"]) == 3 and len(m["samples_ms"]) == 20
+    assert stats.summarize(m["samples_ms"]).cv == pytest.approx(min(m["attempt_cvs"]), abs=1e-4)  # the steadiest
 
 
 @pytest.mark.bench

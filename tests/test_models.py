@@ -27,6 +27,8 @@ PARAMS = {
     "mobilenetv3_large_100": 5_483_032, "mobilenetv3_large_075": 3_993_528,
     "mobilenetv3_small_100": 2_542_856, "mobilenetv3_small_075": 2_041_872,
     "mobilevit_xxs": 1_272_024, "mobilevit_xs": 2_317_848, "mobilevit_s": 5_578_632,
+    # MODELS.md 7 (timm's tables)
+    "mobilenetv4_conv_small": 3_774_024, "mobilenetv4_conv_medium": 9_715_512, "mobilenetv4_hybrid_medium": 11_074_648,
 }
 # MODELS.md "core" MAdds (conv + linear + attention matmuls), millions: 224 for MF/MNv3, 256 for MobileViT
 CORE_MADDS = {
@@ -34,10 +36,15 @@ CORE_MADDS = {
     "mobileformer_151m": 146.2, "mobileformer_96m": 92.0, "mobileformer_52m": 49.3, "mobileformer_26m": 23.6,
     "mobilenetv3_large_100": 216.6, "mobilenetv3_large_075": 154.6, "mobilenetv3_small_100": 56.5,
     "mobilenetv3_small_075": 43.4, "mobilevit_xxs": 407, "mobilevit_xs": 1026, "mobilevit_s": 2001,
+    # our counter at the default resolution (224 for conv_small, 256 for the others): the paper's 0.2 / 1.0 / 1.2 G
+    # are MACs of its own builds (9.2M and 10.5M parameters, against timm's 9.72M and 11.07M)
+    "mobilenetv4_conv_small": 186.0, "mobilenetv4_conv_medium": 1080.2, "mobilenetv4_hybrid_medium": 1271.2,
 }
+DEFAULT_RES = {"mobilevit_xxs": 256, "mobilevit_xs": 256, "mobilevit_s": 256, "mobilenetv4_conv_medium": 256,
+               "mobilenetv4_hybrid_medium": 256}
 
 
-def test_registry_has_the_fourteen_models():
+def test_registry_has_the_seventeen_models():
     assert sorted(models.list_models()) == sorted(PARAMS)
 
 
@@ -47,7 +54,20 @@ def test_exact_params_and_madds(name):
     i = models.info(name, s.default_resolution)
     assert i.params == PARAMS[name]
     assert abs(i.madds / 1e6 - CORE_MADDS[name]) / CORE_MADDS[name] < 0.01
-    assert i.default_resolution == ((256, 256) if "mobilevit" in name else (224, 224))
+    assert i.default_resolution == (DEFAULT_RES.get(name, 224),) * 2
+
+
+def test_mobilenetv4_madds_count_the_mobile_mqa_matmuls():
+    """timm's fused attention hides Mobile MQA's two matmuls from a counter; models.info counts them. At 256 the
+    hybrid has 4 MQA blocks at 16x16 (256 queries, K/V stride 2: 64 keys) and 4 at 8x8 (64 queries, 64 keys), 4 heads
+    of 64 channels: 4 * 2 * 4 * 256 * 64 * 64 + 4 * 2 * 4 * 64 * 64 * 64 = 41,943,040 multiply-adds."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = models.create("mobilenetv4_hybrid_medium")
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:  # fused attention on: the matmuls are hidden
+        model(torch.zeros(1, 3, 256, 256))
+    hidden = models.info("mobilenetv4_hybrid_medium", 256).madds - counter.get_total_flops() // 2
+    assert hidden == 4 * 2 * 4 * 256 * 64 * 64 + 4 * 2 * 4 * 64 * 64 * 64
 
 
 @pytest.mark.parametrize("name", sorted(PARAMS))
@@ -242,7 +262,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
 def test_cli_list_and_info():
     out = _cli("list")
     assert out.returncode == 0
-    assert len([line for line in out.stdout.splitlines() if line.startswith("mobile")]) == 14
+    assert len([line for line in out.stdout.splitlines() if line.startswith("mobile")]) == len(PARAMS)
     assert "11,422,648" in out.stdout and "286.7M" in out.stdout
     info = _cli("info", "mobileformer_294m", "--res", "192x256", "--json")
     data = json.loads(info.stdout)

@@ -1,0 +1,69 @@
+"""The device interface every kind implements, and the records it returns."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+from models.errors import ToolkitError
+
+
+class MeasureError(ToolkitError):
+    """A cell that could not be measured; `stage` says where: load, run, timeout or crash."""
+
+    def __init__(self, message: str, stage: str):
+        super().__init__(message)
+        self.stage = stage
+
+
+@dataclass
+class Measurement:
+    """What one timed cell produced on a device (all times in milliseconds). Only the samples, load and first-run
+    times are required: every kind can report those. What a kind cannot see stays None (never invented)."""
+
+    samples_ms: list[float]  # one per timed iteration, in order
+    load_ms: float  # creating the runtime session / interpreter from the file
+    first_ms: float  # the first inference after loading (not part of warm-up or samples)
+    warmup: int
+    threads: int
+    cpus: list[int] | None = None  # cores the measuring process was pinned to (None: not pinned / not known)
+    peak_rss_mb: float | None = None  # peak resident memory of the measuring process during the cell
+    overhead_us: float | None = None  # the harness's own per-iteration cost (an empty callable, median)
+    loadavg: float | None = None  # 1-minute load average of the machine when the cell started
+    cpu_samples_ms: list[float] = field(default_factory=list)  # process CPU time of each timed iteration
+    attempt_cvs: list[float] = field(default_factory=list)  # CV of every timed attempt (the kept one is the least)
+    runtime: str = ""
+    runtime_versions: dict[str, str] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Device(Protocol):
+    """A place to run artifacts: only what every kind (this machine, a board over ssh, a phone over adb) can honour.
+    Policy of one kind (the host's retries and contention bounds) lives in that kind's profile."""
+
+    name: str
+    kind: str
+
+    def can_run(self, fmt: str) -> str | None:
+        """None when the device can run artifacts of `fmt`, else the reason (e.g. "needs macOS")."""
+
+    def describe(self) -> dict[str, Any]:
+        """What the device says about itself: model, CPU, cores, OS, runtime versions (stored with every run)."""
+
+    def run(self, artifact: Any, *, iterations: int, warmup: int, threads: int, timeout: float) -> Measurement:
+        """Time `artifact`: `warmup` untimed runs, then `iterations` timed ones, on the device's own clock."""
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Kind:
+    """A device kind: its profile dataclass (with a `parse(dict, where)` classmethod) and its device class."""
+
+    name: str
+    profile: type
+    device: type
+
+
