@@ -11,33 +11,26 @@ VENV_DIR   := $(VENV_CACHE)/venv-$(LOCK_HASH)
 VENV       := .venv
 PY         := $(VENV)/bin/python
 
-# export: make export TARGET=coreml MODEL=mobileformer_294m RES=224
+# export: make export TARGET=coreml MODEL=<name>[:key=value] RES=224 [PRECISION=fp16]
+# bench:  make bench [MODELS=a,b] [FORMATS=onnx,tflite] [RES=128,224] [ITERS=100] [WARMUP=10] [THREADS=1]
+#                    [DEVICE=host] [PROFILES=my-devices.toml]
+# A variable left unset is not passed at all: the defaults live in one place (models/defaults.py and the tools'
+# own --help), not here.
 TARGET     ?= all
-MODEL      ?= mobileformer_294m
-PRECISION  ?= fp32
-# bench: comma-separated lists
-MODELS     ?= mobileformer_294m,mobilenetv3_large_100,mobilevit_xs
-FORMATS    ?= onnx,tflite,executorch,coreml
-BENCH_RES  := 128,160,192,224,256,384,512
-ITERS      ?= 100
-WARMUP     ?= 10
-THREADS    ?= 1
-DEVICE     ?= host
 # Every value a user can set is taken as raw text (make does not expand it either: `$(shell ...)` in a value stays
 # text), reaches the recipes through the environment and is expanded by the shell inside double quotes
 # ("$$MODEL"), never pasted into the recipe text: `make export MODEL='x; rm -rf ~'` is just a bad model name.
 # (PYTEST_ARGS is split into words, with globbing off, and never evaluated.)
-USER_VARS  := TARGET MODEL PRECISION MODELS FORMATS BENCH_RES ITERS WARMUP THREADS DEVICE RES PYTEST_ARGS
+USER_VARS  := TARGET MODEL PRECISION MODELS FORMATS ITERS WARMUP THREADS DEVICE PROFILES RES PYTEST_ARGS
 $(foreach v,$(USER_VARS),$(eval override $(v) := $$(value $(v))))
-export PYTHON VENV_CACHE VENV_DIR TARGET MODEL PRECISION MODELS FORMATS BENCH_RES ITERS WARMUP THREADS DEVICE RES \
-  PYTEST_ARGS
+export PYTHON VENV_CACHE VENV_DIR $(USER_VARS)
 
 .PHONY: help setup export bench report test test-fast lint models clean
 help:
 	@echo "make bench    set up, export the default models and benchmark them on this machine, write the report"
 	@echo "make test     set up, then run the whole test suite"
 	@echo "make test-fast  the suite without real conversions or sweeps (the inner loop)"
-	@echo "make export TARGET=<onnx|coreml|tflite|executorch|all> MODEL=<name> RES=<224|192x256> [PRECISION=fp16]"
+	@echo "make export TARGET=<format|all> MODEL=<name>[:key=value] RES=<224|192x256> [PRECISION=fp16]"
 	@echo "make report   re-render the latest report from results/results.sqlite"
 	@echo "make models   the model table"
 	@echo "make setup    only build .venv from $(LOCK) (cached by its hash in $(VENV_CACHE))"
@@ -57,11 +50,13 @@ models: setup
 	$(PY) -m models list
 
 export: setup
-	$(PY) -m export --model "$$MODEL" --format "$$TARGET" --res "$${RES:-224}" --precision "$$PRECISION"
+	$(PY) -m export --format "$$TARGET" $${MODEL:+--model "$$MODEL"} $${RES:+--res "$$RES"} \
+	  $${PRECISION:+--precision "$$PRECISION"}
 
 bench: setup
-	$(PY) -m bench run --device "$$DEVICE" --models "$$MODELS" --formats "$$FORMATS" --res "$${RES:-$$BENCH_RES}" \
-	  --iters "$$ITERS" --warmup "$$WARMUP" --threads "$$THREADS"
+	$(PY) -m bench run $${DEVICE:+--device "$$DEVICE"} $${PROFILES:+--profiles "$$PROFILES"} \
+	  $${MODELS:+--models "$$MODELS"} $${FORMATS:+--formats "$$FORMATS"} $${RES:+--res "$$RES"} \
+	  $${ITERS:+--iters "$$ITERS"} $${WARMUP:+--warmup "$$WARMUP"} $${THREADS:+--threads "$$THREADS"}
 
 report: setup
 	$(PY) -m bench report

@@ -347,13 +347,12 @@ def run(args: SweepArgs, opts: Options, console: Any = None) -> SweepResult:
             check(th)
     if opts.report:
         _check_reports_folder(opts.reports)
-    lock = DeviceLock(device.name, "a bench run starting", wait=opts.wait, say=console.print)
-    with lock:
-        store = Store.open(opts.store)
-        try:
+    store = Store.open(opts.store)  # a bad store is said at once, before waiting for the device
+    try:
+        with DeviceLock(device.name, "a bench run starting", wait=opts.wait, say=console.print) as lock:
             return _run_locked(args, opts, console, device, store, lock, t_start)
-        finally:
-            store.close()
+    finally:
+        store.close()
 
 
 def _check_reports_folder(reports: Path) -> None:

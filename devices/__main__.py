@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from models.common import bounded_int, finite_positive
+from models.common import bounded_int, finite_positive, print_table
 from models.errors import cli_main
 
 
@@ -17,7 +17,7 @@ def main(argv: list[str] | None = None) -> int:
         "Devices that run exported artifacts and time them. Profiles live in devices/devices.toml; "
         "`host` (this machine) is built in."),
         epilog="examples:\n  python -m devices list\n  python -m devices describe host\n"
-               "  python -m devices run host artifacts/mobileformer_26m/224x224/onnx-fp32 --iters 50",
+               "  python -m devices run host artifacts/<model>/224x224/onnx-fp32 --iters 50",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     ls = sub.add_parser("list", help="device profiles")
@@ -41,8 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     if args.cmd == "list":
-        for name, prof in devices.profiles(args.profiles).items():
-            print(f"{name:<16} {prof.get('kind', 'host'):<6} {prof.get('description', '')}")
+        print_table(["device", "kind", "description"], [[name, prof.get("kind", "host"), prof.get("description", "")]
+                                                       for name, prof in devices.profiles(args.profiles).items()])
         return 0
     dev = devices.get(args.name, args.profiles)
     if args.cmd == "describe":

@@ -213,20 +213,22 @@ KIND = Kind("host", HostProfile, HostDevice)
 
 
 def cpu_model() -> str:
+    """The CPU's brand string (py-cpuinfo), or the platform's processor name."""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
+        import cpuinfo
+
+        brand = cpuinfo.get_cpu_info().get("brand_raw")
+        if brand:
+            return str(brand)
+    except Exception:  # noqa: BLE001 - a probe that fails leaves the platform's name
         pass
     return platform.processor() or platform.machine()
 
 
 def _memory_gb() -> float | None:
     try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                return round(int(line.split()[1]) / 2**20, 1)
-    except (OSError, ValueError):
-        pass
-    return None
+        import psutil
+
+        return round(psutil.virtual_memory().total / 2**30, 1)
+    except Exception:  # noqa: BLE001
+        return None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from models import defaults
 from models.common import MAX_SEED, bounded_int
 from models.errors import ToolkitError, cli_main
 
@@ -16,17 +17,21 @@ def main(argv: list[str] | None = None) -> int:
         "Export a model to mobile formats at a static input resolution, then check the artifact against PyTorch "
         "on random inputs and real photographs. Each artifact directory holds the file(s) and manifest.json. "
         "A repeated identical export returns the cached artifact."),
-        epilog="examples:\n  python -m export --model mobileformer_294m --format coreml --res 224\n"
-               "  python -m export --model mobilevit_xs --format tflite --converter onnx2tf --res 192x256\n"
-               "  python -m export --model mobilenetv3_large_100 --format all --precision fp16",
+        epilog=f"examples:\n  python -m export --model {defaults.EXPORT_MODEL} --format coreml --res 224\n"
+               f"  python -m export --model {defaults.EXPORT_MODEL}:tokens=3 --format tflite --converter onnx2tf "
+               "--res 192x256\n"
+               f"  python -m export --model {defaults.SWEEP_MODELS[1]} --format all --precision fp16",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", required=True, help="a name from `python -m models list`")
+    ap.add_argument("--model", default=defaults.EXPORT_MODEL,
+                    help="a name from `python -m models list`, with overrides as NAME:key=value, e.g. "
+                         f"{defaults.EXPORT_MODEL}:tokens=3 (default: %(default)s)")
     ap.add_argument("--format", required=True, help=f"{', '.join(FORMATS)} or all (comma-separated list allowed)")
     ap.add_argument("--res", default="224", help="N or HxW (height x width), e.g. 224 or 192x256 (default 224)")
     ap.add_argument("--precision", default="fp32", choices=PRECISIONS)
     ap.add_argument("--checkpoint", help="local weights file (default: fixed-seed random weights)")
     ap.add_argument("--converter", help="tflite: litert-torch (default) or onnx2tf")
-    ap.add_argument("--set", action="append", metavar="KEY=VALUE", help="model override, e.g. tokens=3")
+    ap.add_argument("--set", action="append", metavar="KEY=VALUE",
+                    help="the same as --model NAME:KEY=VALUE (kept for older scripts)")
     ap.add_argument("--out", default=str(DEFAULT_OUT), help="artifacts root (default: %(default)s)")
     ap.add_argument("--seed", type=bounded_int("--seed", 0, MAX_SEED), default=0,
                     help="weights seed when no checkpoint is given (default 0)")
@@ -35,7 +40,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="symbolic height/width instead of a fixed shape (onnx only; parity checked at two sizes)")
     args = ap.parse_args(argv)
 
-    from models.__main__ import parse_overrides
+    from models.__main__ import model_and_overrides
+
+    model, overrides = model_and_overrides(args.model, args.set)
 
     fmts = list(FORMATS) if args.format == "all" else [f.strip() for f in args.format.split(",") if f.strip()]
     if not fmts:
@@ -50,8 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     failed = 0
     for f in fmts:
         try:
-            art = ex.export(args.model, f, args.res, precision=args.precision, converter=args.converter,
-                            checkpoint=args.checkpoint, overrides=parse_overrides(args.set), out=args.out,
+            art = ex.export(model, f, args.res, precision=args.precision, converter=args.converter,
+                            checkpoint=args.checkpoint, overrides=overrides, out=args.out,
                             seed=args.seed, force=args.force, dynamic=args.dynamic)
         except ex.ExportFailed as exc:
             art = exc.artifact

@@ -30,6 +30,7 @@ from typing import Any
 
 import models
 from export.formats import FORMATS, format_spec
+from export.manifest import Manifest, ManifestError, Parity
 from export.spec import PRECISIONS, Converted, FormatSpec, Job
 from models.common import ROOT, file_digest, git_commit, os_error_line, replace_dir, tree_size
 from models.errors import ToolkitError
@@ -79,6 +80,11 @@ class Artifact:
     @property
     def status(self) -> str:
         return self.manifest["status"]
+
+    @property
+    def record(self) -> Manifest:
+        """The manifest as a typed record."""
+        return Manifest.from_json(self.manifest, self.dir / "manifest.json")
 
     @property
     def ok(self) -> bool:
@@ -144,10 +150,6 @@ def artifact_dir(out: Path, name: str, overrides: dict[str, Any], resolution: tu
     return Path(out) / model_dir / models.format_resolution(resolution) / leaf
 
 
-class ManifestError(ToolkitError):
-    """manifest.json exists but is not one the toolkit wrote (invalid JSON, wrong shape, a file outside its dir)."""
-
-
 def read_manifest(directory: Path, *, strict: bool = False) -> dict[str, Any] | None:
     """The artifact directory's manifest, validated; None when there is none.
 
@@ -169,22 +171,9 @@ def read_manifest(directory: Path, *, strict: bool = False) -> dict[str, Any] | 
 
 
 def validate_manifest(m: Any, path: Path) -> dict[str, Any]:
-    """The fields the toolkit relies on, with their types; `file` must be a plain name inside the directory."""
-    if not isinstance(m, dict):
-        raise ManifestError(f"invalid manifest {path}: a JSON object expected, not {type(m).__name__}")
-    f = m.get("file")
-    if not isinstance(f, str) or not f or f in (".", "..") or "/" in f or "\\" in f or "\0" in f:
-        raise ManifestError(f"invalid manifest {path}: 'file' must name a file inside {path.parent}, not {f!r}")
-    if m.get("format") not in FORMATS:
-        raise ManifestError(f"invalid manifest {path}: unknown format {m.get('format')!r}")
-    res = m.get("resolution")
-    if res is not None and not (isinstance(res, list) and len(res) == 2 and all(type(v) is int for v in res)):
-        raise ManifestError(f"invalid manifest {path}: 'resolution' must be [height, width], not {res!r}")
-    for key, typ in (("file_bytes", int), ("file_sha256", str), ("status", str), ("cache_key", str),
-                     ("input", dict), ("parity", dict)):
-        if key in m and not isinstance(m[key], typ):
-            raise ManifestError(f"invalid manifest {path}: {key!r} must be a {typ.__name__}, not {m[key]!r}")
-    return m
+    """The manifest typed and checked (export/manifest.py), back as its JSON form: `file` must be a plain name
+    inside the directory; an older manifest's converter figures are moved under `details`."""
+    return Manifest.from_json(m, path, FORMATS).to_json()
 
 
 def verify_file(directory: Path, manifest: dict[str, Any]) -> Path:
@@ -261,7 +250,7 @@ def export(model: str, fmt: str, resolution: Any = 224, *, precision: str = "fp3
         parity: run the parity check (always on for the CLI; tests may switch it off to save time).
         force: re-export even when a cached artifact matches.
         dynamic: symbolic H and W (formats with FormatSpec.dynamic only); parity is then also checked at a
-            second resolution, because a graph can silently bake in shape-dependent choices (MobileViT does).
+            second resolution, because a graph can silently bake in shape-dependent choices (a baseline does).
     """
     spec = format_spec(fmt)
     conv = spec.converter(converter)
@@ -334,30 +323,27 @@ def export(model: str, fmt: str, resolution: Any = 224, *, precision: str = "fp3
         info = models.info(model, res, **ov)
         hw = (f"height {info.min_resolution}..{models.MAX_RESOLUTION}", f"width {info.min_resolution}.."
               f"{models.MAX_RESOLUTION}") if dynamic else res
-        manifest: dict[str, Any] = {
-            "model": model, "family": info.family, "overrides": ov,
-            "weights": weights, "resolution": list(res),
-            "input": {"layout": converted.layout, "shape": [1, *((3, *hw) if converted.layout == "NCHW"
-                                                                  else (*hw, 3))],
-                      "dtype": "float32", "mean": list(info.mean), "std": list(info.std)},
-            "dynamic": dynamic,
-            "params": info.params, "madds": info.madds,
-            "format": fmt, "converter": conv.name, "converter_versions": versions, "precision": precision,
-            "file": converted.file.name, "file_bytes": tree_size(converted.file),
-            "file_sha256": file_digest(converted.file),
-            "export_seconds": round(export_seconds, 3), **converted.details,
-            "cache_key": cache_key, "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-            "toolkit_commit": git_commit(), "host": platform.platform(),
-        }
-        art = Artifact(tmp, tmp / converted.file.name, manifest)
+        record = Manifest(
+            model=model, family=info.family, overrides=ov, weights=weights, resolution=list(res),
+            input={"layout": converted.layout, "shape": [1, *((3, *hw) if converted.layout == "NCHW" else (*hw, 3))],
+                   "dtype": "float32", "mean": list(info.mean), "std": list(info.std)},
+            dynamic=dynamic, params=info.params, madds=info.madds, format=fmt, converter=conv.name,
+            converter_versions=versions, precision=precision, file=converted.file.name,
+            file_bytes=tree_size(converted.file), file_sha256=file_digest(converted.file),
+            export_seconds=round(export_seconds, 3), cache_key=cache_key,
+            created=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"), toolkit_commit=git_commit(),
+            host=platform.platform(), details=converted.details)
+        art = Artifact(tmp, tmp / converted.file.name, record.to_json())
         if parity:
             from export import parity as parity_mod
 
             reason = importlib.import_module(f"export.{spec.module}").runs_here()
-            manifest["parity"] = parity_mod.check(manifest, net, lambda: load(art, threads=None), reason)
+            record.parity = Parity.from_json(parity_mod.check(art.manifest, net, lambda: load(art, threads=None),
+                                                              reason))
         else:
-            manifest["parity"] = {"verdict": "not run: parity switched off"}
-        manifest["status"] = "failed" if manifest["parity"]["verdict"] == "failed" else "ok"
+            record.parity = Parity("not run: parity switched off")
+        record.status = "failed" if record.parity.verdict == "failed" else "ok"
+        manifest = record.to_json()
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
         _replace_dir(tmp, final)
     except OSError as exc:

@@ -1,6 +1,6 @@
 """Core ML: torch.export capture -> coremltools (ML program) -> .mlpackage; runs only on macOS.
 
-Why this path: coremltools 9 converts a torch.export program (TOOLCHAIN.md: it works for MobileNetV3 and MobileViT
+Why this path: coremltools 9 converts a torch.export program (TOOLCHAIN.md: it works for every registered model
 where the TorchScript path is on its way out), so the capture shared across formats is reused. coremltools wants
 the ATen dialect, hence `run_decompositions({})` on it (a new program; the shared capture is not modified).
 

@@ -3,57 +3,26 @@
 The flow is ExecuTorch's recommended one for CPU (`to_edge_transform_and_lower` with `XnnpackPartitioner`, then
 `to_executorch`), fed with the capture shared across formats (Job.exported_program()).
 
-Why the extra rewrites (export-friendly lowering, converter-level: the model code is untouched):
-ExecuTorch 1.5's XNNPACK partitioner claims an op only if it has a config for it, and every op it does not claim
-cuts the graph into another delegate and leaves that op to the slower portable kernels. Out of plain
-`to_edge_transform_and_lower`, Mobile-Former-26M came out in 76 pieces (137 portable ops), MobileViT-XS in 49
-(156). The cuts were ops XNNPACK can compute but not in the form they arrive in:
-  * expand_copy that does not change the shape (torch's matmul decomposition emits one per batched matmul)
-    -> removed (ExecuTorch's own RemoveNoopExpandCopyPass, which its XNNPACK example uses);
-  * select_copy (Mobile-Former's `z[:, 0]`) -> slice_copy of width 1 + view_copy;
+Export-friendly lowering (converter-level; the model code is untouched): XNNPACK's partitioner claims an op only if
+it has a config for it, and every op it does not claim cuts the graph into another delegate and leaves that op to
+the slower portable kernels. The cuts are ops XNNPACK can compute but not in the form they arrive in, rewritten:
+  * expand_copy that does not change the shape -> removed (ExecuTorch's RemoveNoopExpandCopyPass);
+  * select_copy (a token picked out of a sequence, `z[:, 0]`) -> slice_copy of width 1 + view_copy;
   * mean over H, W without keepdim (classifier pooling) -> mean with keepdim + view_copy;
   * unsqueeze_copy / squeeze_copy on a non-trailing dim -> view_copy (shapes are static);
-  * layer_norm over the last dim (no XNNPACK config at all) -> the textbook formula on a (N, 1, 1, D) view:
-    mean, subtract, square, mean, add eps, rsqrt, multiply, affine; XNNPACK runs the means as global average
-    pooling. Same maths, different float rounding (~1e-7 relative; parity measures the whole network);
-  * MobileViT (timm, fused attention): torch's SDPA decomposition guards the softmax against fully masked rows
-    (`_safe_softmax`: eq/-inf, any, logical_not, where, full_like), ops XNNPACK lacks. With no mask no row can be
-    fully masked, so SDPA is written out as matmul, scale, softmax, matmul.
-The first four run on the edge graph (`_xnnpack_friendly_pass`), the last two on the ATen program before
-`to_edge` (`_aten_rewrites`: they need scalar constants, which `to_edge` lifts the way XNNPACK expects). Result:
-every model of the coverage set lowers to ONE delegate with no portable op in fp32. Measured here (1 thread, 224):
-MobileViT-XS 37 -> 22 ms per image, Mobile-Former-294M 26.7 -> 24.3 ms.
+  * layer_norm over the last dim (no XNNPACK config) -> the textbook formula on a (N, 1, 1, D) view;
+  * mask-free scaled dot-product attention (timm's fused path): torch's decomposition guards the softmax against
+    fully masked rows with ops XNNPACK lacks; with no mask, SDPA is written out as matmul, scale, softmax, matmul.
+The first four run on the edge graph (`_xnnpack_friendly_pass`), the last two on the ATen program before `to_edge`
+(`_aten_rewrites`). Result: every model of the coverage set lowers to ONE delegate with no portable op in fp32.
 
-Export time: nearly all of it is ExecuTorch's pass infrastructure re-tracing the whole graph (~1,400 nodes for
-Mobile-Former) with fake tensors: 3 decompositions plus ~7 passes in `to_edge`, then 17 XNNPACK passes per
-delegate (~1 s each), so the cost follows graph size, not resolution. Fewer delegates removed the per-piece
-overhead; dropping torch.fx's `from_node` provenance chains (deep-copied by every re-trace, growing by one level
-per pass) removed a few percent more. CPU seconds, plain flow -> ours: Mobile-Former-26M 60.6 -> ~50,
-Mobile-Former-294M 84.6 -> 69.6, MobileViT-XS 31.8 -> 31.0, MobileNetV3-L 17.3 -> 15.4 (wall time on this
-shared 2-core VM was 2-3x higher, which is where the 130-150 s in TOOLCHAIN.md came from). `stage_seconds` in the
-manifest splits each export into capture, ATen rewrites, to_edge+lower, to_executorch and serialisation.
+fp16: the fp32 edge program is retyped to float16 as a whole (`_to_half_pass`; exporting a `.half()` model leaves
+casts XNNPACK does not take); long fp16 batched matmuls are split into chunks added pairwise, because XNNPACK's fp16
+GEMMs accumulate in fp16 (`chunked_bmm`, `_fp16_chunks`). load() converts float32 in and out.
 
-fp16: the shared fp32 capture is lowered to the edge dialect, then retyped to float16 as a whole (weights,
-constants, input, every op; `_to_half_pass`), and XNNPACK runs its fp16 kernels. The .pte's input and output are
-float16; load() converts from and to float32 so callers feed the same arrays as for fp32. Facts met on the way:
-  * exporting a `.half()` model instead leaves casts everywhere (torch decomposes hardswish, batch norm, ... in
-    float32 "opmath"), and XNNPACK takes no casts: MobileNetV3-Small fell into 19 pieces; retyping after
-    decomposition gives one;
-  * XNNPACK's fp16 matmuls accumulate in fp16. Mobile-Former's Mobile->Former attention averages over all H*W
-    pixels (12,544 terms at 224 in the 294M), and past ~1000 terms the small ones vanish: logits fell to cosine
-    0.63. Long fp16 batched matmuls are therefore split into chunks of <= 128 terms added pairwise
-    (`chunked_bmm`, `_fp16_chunks`): same sum, other rounding order; that layer's error went from 17% to 0.12%;
-  * XNNPACK has no fp16 GELU: Mobile-Former's GELUs (8-11) stay with the portable kernels, 9-12 pieces;
-  * ExecuTorch 1.5's XNNPACK serialiser stores convolution weights as fp32 even in fp16 programs, so an fp16 .pte
-    shrinks only by its linear layers (MobileNetV3-Small 10.2 -> 8.1 MB, Mobile-Former-26M 13.1 -> 6.9 MB).
-
-Threads: ExecuTorch's XNNPACK delegate uses one process-wide threadpool, sized to the cores by default.
-load(threads=N) resizes it with `_unsafe_reset_threadpool` (pybindings; "unsafe" because it must not run while a
-method executes; we only call it while loading).
-
-Corrupt files: the program loader is native code. Before handing it a file we check the flatbuffer identifier and
-ExecuTorch's extended header (program and segment sizes against the file size), so a truncated or foreign file is
-a ToolkitError naming the file rather than whatever the native loader does with it.
+Threads: one process-wide XNNPACK threadpool; load(threads=N) resizes it with `_unsafe_reset_threadpool` while
+loading only. Corrupt files: the flatbuffer identifier and the extended header are checked before the native loader
+sees the file. The measurements behind each rule (pieces, ms, export seconds, MB, per model) are in docs/export.md.
 """
 
 from __future__ import annotations
@@ -219,7 +188,7 @@ def _to_half_pass():
 
     Exporting a `.half()` model instead gives a graph full of casts: torch's decompositions of hardswish,
     hardsigmoid, batch norm and friends compute half inputs in float32 ("opmath") and cast back, and XNNPACK
-    takes no casts (MobileNetV3-Small fell into 19 pieces). Converting after decomposition leaves none. The
+    takes no casts (docs/export.md has the pieces it made). Converting after decomposition leaves none. The
     program's input and output become float16 (load() converts); stored tensors are converted into new dicts, so
     the fp32 capture shared with the other formats is untouched.
     """
@@ -370,7 +339,7 @@ FP16_MAX_SUM = 512  # longest dot product left to one fp16 accumulator (see _fp1
 def _fp16_chunks(k: int) -> int | None:
     """How many chunks to split a K-term fp16 dot product into (a power of two, chunks of 32-128 terms).
 
-    XNNPACK's fp16 GEMMs accumulate in fp16. Mobile-Former's Mobile->Former attention sums over every pixel
+    XNNPACK's fp16 GEMMs accumulate in fp16. An attention that sums over every pixel (the Mobile->Former bridge)
     (K = H*W, 12,544 at 224 for the 294M's first stage) with weights that add up to one: once the running sum is
     ~1000x a term, further terms fall below half an ulp and vanish. Measured on that layer: 17% error in fp16 against
     0.08% for PyTorch's half model; the whole network's logits fell to cosine 0.63. Chunks of <= 128 terms added

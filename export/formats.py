@@ -15,7 +15,7 @@ from export.spec import FormatSpec
 from models.errors import ToolkitError
 
 # the pipeline's own modules (they declare no format, and some import this one)
-_NOT_FORMATS = {"__init__", "__main__", "core", "formats", "hostlock", "matrix", "parity", "spec"}
+_NOT_FORMATS = {"__init__", "__main__", "core", "formats", "hostlock", "manifest", "matrix", "parity", "spec"}
 
 
 def _discover() -> dict[str, FormatSpec]:

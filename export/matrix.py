@@ -17,6 +17,7 @@ from typing import Any
 
 from export.parity import worst
 from models import defaults
+from models.common import markdown_table
 from models.errors import ToolkitError, cli_main
 
 DEFAULT_MODELS = ",".join(defaults.COVERAGE_MODELS)
@@ -26,6 +27,7 @@ HEAD = ["model", "res", "format", "converter", "prec", "export s", "MB", "max_re
 
 
 def _delegation(m: dict[str, Any]) -> str:
+    m = {**m, **(m.get("details") or {})}
     d = m.get("delegation")
     if isinstance(d, dict) and d.get("summary"):
         return str(d["summary"])
@@ -49,8 +51,7 @@ def row(m: dict[str, Any]) -> list[str]:
 
 
 def markdown(rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(HEAD) + " |", "|" + "---|" * len(HEAD)]
-    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+    return markdown_table(HEAD, rows)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,7 +1,7 @@
 """ONNX: torch.export capture -> torch.onnx (dynamo exporter) -> one self-contained .onnx -> onnxruntime.
 
 Why the dynamo exporter: it converts the shared torch.export capture (no second trace), and onnx2tf converts its
-output for MobileViT where the TorchScript exporter's file fails (TOOLCHAIN.md). Weights are embedded
+output for the attention models where the TorchScript exporter's file fails (TOOLCHAIN.md). Weights are embedded
 (external_data=False): these models are far below the 2 GB protobuf limit, so one file is simpler to ship.
 fp16 converts the fp32 graph with onnxruntime's float16 tool, keeping float32 inputs and outputs (keep_io_types) so
 callers feed the same arrays; onnxruntime's CPU provider runs it with casts where it lacks fp16 kernels.

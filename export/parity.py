@@ -14,7 +14,7 @@ Thresholds (THRESHOLDS below): fp32 must reach max_rel <= 1e-3 and cosine >= 0.9
 max_rel <= 1e-1 and cosine >= 0.995, set from measurement at 224 on the coverage models (docs/export.md): weight-only
 fp16 (ONNX, both TFLite converters, computed in fp32 here) stays within 2.0e-2 / 0.9997; ExecuTorch's XNNPACK
 computes in fp16 and reaches 5.1e-2 / 0.9968 on Mobile-Former-294M, where PyTorch's own half-precision model gives
-3.8e-2 / 0.9986. A broken conversion lands far outside (onnx2tf's wrong NHWC guess on MobileViT: cosine 0.66;
+3.8e-2 / 0.9986. A broken conversion lands far outside (onnx2tf's wrong NHWC guess on a baseline: cosine 0.66;
 fp16 accumulation over 12,544 pixels before chunking: cosine 0.63).
 Top-1/top-5 are reported, not gated: with random weights two logits can be closer than any float error.
 """
@@ -125,13 +125,10 @@ def check(manifest: dict[str, Any], model, load, cannot_run: str | None) -> dict
 
 
 def worst(parity: dict[str, Any] | None) -> dict[str, float | None]:
-    """The worst figures over every input set (random, photographs, a second size): the one place they are
-    combined. Missing sets give None."""
-    p = parity or {}
-    sets = [v for k, v in p.items() if k in ("random", "images", "images_alt") and isinstance(v, dict)]
-    return {"max_rel": max((x["max_rel"] for x in sets), default=None),
-            "cosine": min((x["cosine"] for x in sets), default=None),
-            "top1": min((x["top1"] for x in sets), default=None)}
+    """The worst figures over every input set (random, photographs, a second size); see Parity.worst."""
+    from export.manifest import Parity
+
+    return Parity.from_json(parity or {}).worst()
 
 
 def summary(parity: dict[str, Any]) -> str:

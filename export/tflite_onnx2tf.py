@@ -1,67 +1,26 @@
 """TFLite through onnx2tf: torch.export capture -> ONNX (export/onnx.py) -> onnx2tf (subprocess) -> NHWC .tflite.
 
 The converter our users named: its files take NHWC input, which is what phone delegates like. Loading and the
-runtime are shared with litert-torch's files (export/tflite.py); the manifest says "NHWC" and export.load
-transposes NCHW batches, so callers never see the layout.
+runtime are shared with litert-torch's files (export/tflite.py); the manifest says "NHWC" and export.load transposes
+NCHW batches, so callers never see the layout.
 
-Decisions (each one met on this machine):
-* The ONNX file comes from the ONNX format module's own conversion of the shared torch.export capture (same
-  opset, same exporter, no second ONNX exporter); onnx2tf gets a copy, because it rewrites its input in place.
-* onnx2tf imports TensorFlow, and TensorFlow imported before torch._dynamo/triton kills the process (exit 139):
-  it runs in a subprocess, so `--format all` survives in one process. The subprocess (`_subprocess`) calls
-  onnx2tf.convert with the command line's options, takes the Keras model it returns and runs onnx2tf's own float32
-  TFLite step on it, nothing more: the command line would also write a SavedModel and a float16 .tflite that we
-  never use (neither can be switched off there; `-dms` switches off every output). Its float32 file is
-  byte-identical to the command line's (checked on Mobile-Former 26m at 96x64) and costs ~12% less CPU time.
-* onnx2tf downloads `calibration_image_sample_data_20x128x128x3_float32.npy` even for float32 conversion (it
-  feeds the images to its per-op accuracy checks); we write a seeded uniform [0, 1) array of that shape into its
-  working directory first, so nothing is fetched.
-* `-rtpo erf`: the exact GELU of the Mobile-Former Former FFN reaches ONNX as Div/Erf/Add/Mul/Mul in an order
-  onnx2tf's GELU fusion does not match, and TensorFlow's Erf then becomes a Flex (Select TF) op that LiteRT's
-  builtin runtime cannot run. onnx2tf's pseudo-Erf writes erf with builtin ops (Abramowitz-Stegun 7.1.26,
-  |error| <= 1.5e-7, below float32 noise of the logits), all of which XNNPACK takes.
-* Parameter replacement for Reshapes that rebuild a feature map. onnx2tf keeps every tensor NHWC but leaves a
-  Reshape's output in the ONNX (NCHW) order and relies on the next Conv noticing the channel mismatch. For the
-  Mobile-Former 26m channel shuffle (Reshape to rank 5 -> Transpose [0,2,1,3,4] -> Reshape to rank 4) at 128x128
-  the final 4x4 maps meet a grouped Conv with groups = 4, the mismatch goes unnoticed and the conversion dies
-  ("Dimensions must be equal"): the automatic-transpose trap of PINTO0309/onnx2tf#105. Without replacements it
-  also dies at 64x64 and 96x64 (H x W), while 64x96 happens to convert. Forcing NHWC on the
-  shuffles alone breaks the Add that joins them with the Mobile<-Former bridge's output Reshape, so the rule is
-  graph-wide: every Reshape whose rank-4 output has the shape of some Conv output (a feature map) gets an explicit
-  NCHW->NHWC transpose (`post_process_transpose_perm` [0,2,3,1]). That puts every feature map in one layout at
-  every resolution; the attention reshapes (heads x channels x pixels) never match a Conv shape and are left to
-  onnx2tf. Nothing is loosened: parity still has to pass.
+Decisions (each met on this machine; docs/export.md keeps the measurements, per model):
+* The ONNX file is the ONNX format module's own conversion of the shared capture; onnx2tf gets a copy (it rewrites
+  its input in place).
+* onnx2tf imports TensorFlow, and TensorFlow imported before torch._dynamo kills the process: it runs in a
+  subprocess that calls onnx2tf.convert and onnx2tf's own float32 TFLite step, nothing more.
+* Its calibration sample file is written locally first (a seeded array of the expected shape): nothing is fetched.
+* `-rtpo erf`: an exact GELU reaching ONNX as Div/Erf/Add/Mul/Mul would otherwise become a Flex op; onnx2tf's
+  pseudo-Erf writes it with builtin ops (|error| <= 1.5e-7).
+* Parameter replacement: every Reshape whose rank-4 output has the shape of some Conv output (a feature map) gets an
+  explicit NCHW->NHWC transpose, so feature maps are in one layout at every resolution (onnx2tf#105's trap).
 * `-nuo` (no onnxsim): node names in the replacement file must be the exported graph's own.
-* Fast first, strict when needed. onnx2tf's strict mode searches, for every ambiguous Reshape/Transpose/MatMul,
-  the permutation whose output matches onnxruntime on its calibration images, by re-running the partial Keras
-  model up to that op: quadratic in depth and 60-70% of its run time (cProfile of Mobile-Former 26m: 140 of 225 s
-  in `dummy_tf_inference`, 508 calls; the two TFLite conversions, float32 and float16, 18 s; the rest TensorFlow
-  import and Keras graph building). `-dsm` skips that search, but not the one of MatMul, which onnx2tf runs in
-  every mode: fast mode on Mobile-Former 26m still makes 246 `dummy_tf_inference` calls (the 123 MatMuls of the
-  token attention and Former), over half its time, all Keras per-layer overhead; so a smaller input resolution
-  barely shortens an onnx2tf conversion. We run fast mode, compare its float32 file with
-  onnxruntime on the same ONNX file (random inputs, fp32 parity thresholds), and rerun in strict mode when they
-  differ. Over the coverage set (7 models x 128, 224, 192x256) fast mode was right for every Mobile-Former,
-  MobileNetV3 and MobileViT-XS file (2-3x quicker than strict) and silently wrong for MobileViT-XXS at 128x128
-  and 192x256 (max_rel 0.1 and 0.035 against onnxruntime; without our replacements cosine 0.66), which strict
-  mode then converts exactly. The manifest records which mode made the file and that check's figures; the parity
-  check against PyTorch still decides.
-* fp16 means one thing for every TFLite converter: litert-torch's `full_fp16_recipe`, weight-only float16 (the
-  weights of conv/linear ops stored as float16 behind DEQUANTIZE, activations float32; see export/tflite.py). We
-  build it from onnx2tf's float32 file, the one the fast/strict check just validated, with the tooling litert-torch
-  applies that recipe with: litert-torch's own translation of the recipe into an ai-edge-quantizer recipe, then
-  ai-edge-quantizer's Quantizer on the flatbuffer (well under a second). onnx2tf's own float16 file (TensorFlow's
-  float16 quantization) is not used: it rounds every float constant, scalars included (attention scales,
-  LayerNorm epsilon, erf coefficients, biases): 398 float16 tensors against 187 for Mobile-Former 294m at 224,
-  where its parity failed (max_rel 6.9e-2, cosine 0.995171) and the recipe's passes. Quantizing onnx2tf's
-  float32 file gives exactly litert-torch's float16 tensor count for every Mobile-Former and MobileNetV3 (187
-  for 294m); MobileViT differs only because onnx2tf's graph has 9 more convolutions (72 against 63/66). In both
-  files float16 tensors feed only the weight input of CONV_2D, DEPTHWISE_CONV_2D and FULLY_CONNECTED; biases and
-  every scalar stay float32. onnx2tf's float16 file is not even written (see the subprocess above). The
-  manifest's `fp16` record names the source, the tool and its version, and the recipe.
-* Delegation: onnx2tf turns `z[:, 0]` (token 0 feeding the dynamic-ReLU hyper networks) into GATHER and
-  MobileNetV3's hard-sigmoid into RELU_0_TO_1, neither of which XNNPACK takes; each one splits the XNNPACK
-  partition (the manifest's delegation lists them). litert-torch's files are delegated whole.
+* Fast first, strict when needed: fast mode (`-dsm`), checked against onnxruntime on the same ONNX file; strict
+  mode when they differ (fast mode is silently wrong on some files). The manifest records the mode and the check.
+* fp16 means one thing for every TFLite converter: litert-torch's weight-only float16 recipe, applied with
+  ai-edge-quantizer to onnx2tf's checked float32 file.
+* Delegation: onnx2tf turns a token pick (`z[:, 0]`) into GATHER and a hard-sigmoid into RELU_0_TO_1, neither of
+  which XNNPACK takes; the manifest's delegation lists them.
 """
 
 from __future__ import annotations

@@ -165,3 +165,24 @@ def replace_dir(tmp: Path, final: Path) -> None:
             old.unlink()
         else:
             shutil.rmtree(old, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------------------------- tables
+def markdown_table(head: list[str], rows: list[list]) -> str:
+    """The one Markdown table writer: a header row, the separator, one line per row ('|' in cells escaped)."""
+    def cell(v) -> str:
+        return str(v).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(cell(h) for h in head) + " |", "|" + "---|" * len(head)]
+    return "\n".join(lines + ["| " + " | ".join(cell(c) for c in r) + " |" for r in rows])
+
+
+def print_table(head: list[str], rows: list[list], *, title: str | None = None) -> None:
+    """A table on the terminal (rich): aligned columns, no colour codes when the output is not a terminal."""
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(*head, title=title, box=None, pad_edge=False, header_style="bold", highlight=False)
+    for r in rows:
+        t.add_row(*(str(c) for c in r))
+    Console(highlight=False, soft_wrap=True, width=max(120, Console().width)).print(t)

@@ -304,4 +304,4 @@ def test_help_answers():
         assert proc.returncode == 0 and "usage: python -m bench" in proc.stdout
     proc = subprocess.run([sys.executable, "-m", "devices", "list"], cwd=ROOT, capture_output=True, text=True,
                           timeout=60)
-    assert proc.returncode == 0 and proc.stdout.startswith("host")
+    assert proc.returncode == 0 and proc.stdout.splitlines()[1].startswith("host")

@@ -33,6 +33,13 @@ CASES = [("litert-torch", "mobileformer_26m", "96x128", "fp32"),
          ("onnx2tf", "mobilenetv3_small_100", 128, "fp32"),
          ("onnx2tf", "mobilenetv3_small_100", 128, "fp16")]
 
+def _flat(art) -> dict:
+    """The manifest with the converter's details (under their own key) beside the pipeline's fields."""
+    m = art.manifest
+    assert not set(m["details"]) & (set(m) - {"details"}), "a converter detail shadows a pipeline field"
+    return {**m, **m["details"]}
+
+
 
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory):
@@ -51,7 +58,7 @@ def _export(artifacts, converter, model, res, precision="fp32"):
 @pytest.mark.parametrize("converter,model,res,precision", CASES, ids=["-".join(map(str, c)) for c in CASES])
 def test_export_parity_and_manifest(artifacts, converter, model, res, precision):
     art = _export(artifacts, converter, model, res, precision)
-    m = art.manifest
+    m = _flat(art)
     assert m["status"] == "ok" and m["parity"]["verdict"] == "passed", m["parity"]
     limits = parity.THRESHOLDS[precision]
     for key in ("random", "images"):
