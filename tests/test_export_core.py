@@ -37,7 +37,8 @@ def test_onnx_export_parity_and_manifest(tmp_path, model, res):
         assert figures["max_rel"] <= 1e-3 and figures["cosine"] >= 0.99999
         assert set(figures) >= {"max_abs", "max_rel", "cosine", "top1", "top5"}
     assert m["parity"]["images"]["n"] == len(parity.IMAGES) and m["parity"]["random"]["n"] == parity.N_RANDOM
-    assert m["file_bytes"] == art.file.stat().st_size and m["opset"] >= 17
+    assert m["file_bytes"] == art.file.stat().st_size and m["details"]["opset"] >= 17  # converter figures: own key
+    assert m["file_sha256"] == export.core.file_sha256(art.file)
     assert not [p for p in art.dir.parent.iterdir() if p.name.startswith(".")]  # no temporary directories left
     run = export.load(art, threads=1)
     h, w = m["resolution"]
