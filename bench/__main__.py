@@ -37,14 +37,22 @@ def _store_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--store", type=Path, default=DEFAULT_STORE, help="results store (default: %(default)s)")
 
 
+def _comparison() -> str:
+    """"<subject> is slower than <baseline>, <baseline> and <baseline>", from the families' roles in the registry."""
+    from bench.analysis import Roles
+
+    roles = Roles.from_registry()
+    return f"{roles.subject} is slower than {roles.baselines('and')}"
+
+
 def main(argv: list[str] | None = None) -> int:
     from export import FORMATS
     from export.core import DEFAULT_OUT
 
     ap = argparse.ArgumentParser(prog="python -m bench", description=(
         "Benchmark exported models across input resolutions on a device, store every cell in SQLite and render "
-        "the latency-vs-resolution report (where Mobile-Former is slower than MobileNetV3 and MobileViT, by how "
-        "much, and where the crossover is)."), epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        f"the latency-vs-resolution report (where {_comparison()}, by how much, and where the crossover is)."),
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True, metavar="{run,report,compare,list}")
 
     r = sub.add_parser("run", help="run or resume a sweep, then write its report", description=(
@@ -111,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cmd_run(args: argparse.Namespace, argv: list[str] | None) -> int:
-    from bench import report, sweep
+    from bench import sweep
 
     sweep_args = sweep.parse_args(device=args.device, models_arg=args.models, formats=args.formats, res=args.res,
                                   iters=args.iters, warmup=args.warmup, threads=args.threads,
@@ -131,9 +139,8 @@ def cmd_run(args: argparse.Namespace, argv: list[str] | None) -> int:
         for f in res.failures:
             print(f"  {f}")
     if res.report:
-        answer = report.report_text(res.report)
-        if answer:
-            print(answer)
+        if res.answer:
+            print("\n".join(res.answer))
         print(f"report: {res.report / 'report.md'} (and report.html, results.csv, *.png); latest: "
               f"{res.report.parent / 'latest'}")
     print(f"store:  {res.store} (run {res.run_id})")
@@ -155,10 +162,10 @@ def cmd_report(args: argparse.Namespace, argv: list[str] | None) -> int:
         if not runs:
             raise ToolkitError(f"no runs in {args.store}")
         run_id = runs[-1]["run_id"]
-    path = report.render(store, run_id, args.reports)
-    answer = report.report_text(path)
-    if answer:
-        print(answer)
+    rendered = report.render_report(store, run_id, args.reports)
+    path = rendered.path
+    if rendered.answer:
+        print("\n".join(rendered.answer))
     print(f"report: {path / 'report.md'} (and report.html, results.csv, *.png); latest: {path.parent / 'latest'}")
     return 0
 
@@ -185,9 +192,8 @@ def cmd_list(args: argparse.Namespace, argv: list[str] | None) -> int:
 
 def cmd_compare(args: argparse.Namespace, argv: list[str] | None) -> int:
     from bench import stats
-    from bench.report import res_label
+    from bench.labels import model_label, res_label, runtime_label
     from bench.store import Store
-    from bench.sweep import model_label, runtime_label
 
     store = Store.open(args.store, readonly=True)
     cells = {}

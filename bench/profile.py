@@ -3,14 +3,16 @@
 For each (model, resolution) the ONNX artifact (exported and verified through export.export, cached) runs under
 onnxruntime's profiler for N iterations on a fixed number of threads. Every profiled kernel is mapped back to the
 module it came from (the dynamo ONNX exporter records each node's module class hierarchy in its metadata), and
-kernels are summed into the components a reader cares about: for Mobile-Former the Mobile convolutions, the
-dynamic-ReLU hyper networks, the element-wise Mobile work, the two bridges and the Former; for MobileViT the
-convolutions, attention, MLPs, norms and the unfold/fold/resize work; for MobileNetV3 the convolutions and SE.
+kernels are summed into the components a reader cares about. Which module classes make which component is each
+family's own knowledge (its FamilySpec's `components` and `block_rest` in models/family_*.py): for the subject,
+e.g., its convolutions, the hyper networks, its element-wise work, the bridges and the global branch; for a
+baseline its convolutions, attention, MLPs, squeeze-excite and so on. Generic layers (convolution, linear, norm)
+are mapped here.
 
 This is what makes the small-image slowdown legible: at small inputs the convolutions shrink with H*W while the
-Former, hyper networks and per-op overhead of the many small ops do not.
+global branch, hyper networks and per-op overhead of the many small ops do not.
 
-    python -m bench.profile --models mobileformer_294m,mobilenetv3_large_100,mobilevit_xs --res 128,224,512
+    python -m bench.profile --models A,B,C --res 128,224,512   (default models: models/defaults.py PROFILE_MODELS)
 """
 
 from __future__ import annotations
@@ -26,24 +28,35 @@ from typing import Any
 
 import numpy as np
 
+import models
+from bench.writers import md_table
+from models import defaults
 from models.errors import ToolkitError, cli_main
 
-# module class (basename) -> component. The deepest of these classes in a node's module path decides; generic
-# layers (GENERIC) only count when no such class encloses the node (a Linear in a hyper network is "hyper").
-COMPONENTS = {
-    # Mobile-Former (models/mobileformer.py)
-    "Local2Global": "bridge Mobile->Former", "Global2Local": "bridge Mobile<-Former", "GlobalBlock": "Former",
-    "HyperFunc": "DyReLU hyper-MLPs", "MergeClassifier": "head",
-    # MobileViT (timm)
-    "Attention": "attention", "Mlp": "MLP",
-    "MobileVitBlock": "unfold/fold/resize",
-    # MobileNetV3 (timm)
-    "SqueezeExcite": "SE", "ClassifierHead": "head",
-}
+
+def _merged(attr: str) -> dict[str, str]:
+    """One family attribute (module class -> component) over every registered family; a class two families map to
+    different components is a registration error."""
+    out: dict[str, str] = {}
+    owner: dict[str, str] = {}
+    for fam in models.families():
+        for cls, comp in getattr(fam, attr).items():
+            if cls in out and out[cls] != comp:
+                raise ValueError(f"module class {cls!r} is {out[cls]!r} in family {owner[cls]} but {comp!r} in "
+                                 f"family {fam.name} ({attr})")
+            out[cls] = comp
+            owner.setdefault(cls, fam.name)
+    return out
+
+
+# module class (basename) -> component, from the families. The deepest of these classes in a node's module path
+# decides; generic layers (GENERIC) only count when no such class encloses the node (a Linear in a hyper network
+# counts towards the hyper network).
+COMPONENTS = _merged("components")
 # BatchNorm2d folds into the convolution before it at inference, so its tensors are the conv's
 GENERIC = {"Conv2d": "conv", "BatchNorm2d": "conv", "Linear": "linear", "LayerNorm": "norm"}
-# what is left in a block itself, by family, when no deeper class matched
-BLOCK_REST = {"MobileFormerBlock": "Mobile element-wise (DyReLU, residual)", "LiteBlock": "conv"}
+# what is left in a block itself, from the families, when no deeper class matched
+BLOCK_REST = _merged("block_rest")
 
 
 def _classify(classes: list[str], op_type: str) -> str:
@@ -151,16 +164,11 @@ def render(results: list[dict[str, Any]], out_dir: Path) -> list[Path]:
     for model, rows in by_model.items():
         comps = sorted({c for r in rows for c in r["components_ms"]},
                        key=lambda c: -sum(r["components_ms"].get(c, 0) for r in rows))
-        lines += [f"## {model} ({rows[0]['threads']} thread(s), {rows[0]['iterations']} iterations)", "",
-                  "| component | " + " | ".join(f"{r['resolution'][0]}x{r['resolution'][1]}" for r in rows) + " |",
-                  "|---|" + "---|" * len(rows)]
-        for c in comps:
-            cells = [f"{r['components_ms'].get(c, 0):.2f} ms ({r['components_ms'].get(c, 0) / r['kernel_ms']:.0%})"
-                     for r in rows]
-            lines.append(f"| {c} | " + " | ".join(cells) + " |")
-        lines.append("| **kernels total / run** | " + " | ".join(
-            f"{r['kernel_ms']:.2f} / {r['run_ms']:.2f} ms" for r in rows) + " |")
-        lines.append("")
+        lines += [f"## {model} ({rows[0]['threads']} thread(s), {rows[0]['iterations']} iterations)", ""]
+        body = [[c, *[f"{r['components_ms'].get(c, 0):.2f} ms ({r['components_ms'].get(c, 0) / r['kernel_ms']:.0%})"
+                      for r in rows]] for c in comps]
+        body.append(["**kernels total / run**", *[f"{r['kernel_ms']:.2f} / {r['run_ms']:.2f} ms" for r in rows]])
+        lines += md_table(["component", *[f"{r['resolution'][0]}x{r['resolution'][1]}" for r in rows]], body)
         fig, ax = plt.subplots(figsize=(7, 4))
         labels = [f"{r['resolution'][0]}x{r['resolution'][1]}" for r in rows]
         bottom = np.zeros(len(rows))
@@ -185,7 +193,8 @@ def render(results: list[dict[str, Any]], out_dir: Path) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--models", default="mobileformer_294m,mobilenetv3_large_100,mobilevit_xs")
+    ap.add_argument("--models", default=",".join(defaults.PROFILE_MODELS),
+                    help="comma list (default: %(default)s)")
     ap.add_argument("--res", default="128,224,384,512", help="comma list of N or HxW")
     ap.add_argument("--iters", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=5)

@@ -18,7 +18,7 @@ suites keep both cores busy for minutes at a time):
     what the model costs when it has the core to itself; wall time above it is time spent waiting for the core.
 An unstable cell's figures are kept and reported, flagged, never silently dropped.
 
-Ratios (ratio_curve): Mobile-Former's median over the other model's median at each resolution, with a percentile
+Ratios (ratio_curve): the subject's median over a baseline's median at each resolution, with a percentile
 bootstrap interval (each cell's raw samples resampled with replacement, medians recomputed, N_BOOT times, seeded,
 so a report re-renders identically). The median is used rather than the mean because a shared machine's bursts
 land on the mean. Crossover: where ratio - 1 changes sign between two neighbouring resolutions, interpolated
@@ -138,7 +138,7 @@ def ratio_curve(xs: Sequence[float], numer: Sequence[Sequence[float]], denom: Se
 
     Args:
         xs: resolutions, ascending.
-        numer, denom: raw samples per resolution (e.g. Mobile-Former's and MobileNetV3's).
+        numer, denom: raw samples per resolution (e.g. the subject's and a baseline's).
     """
     if not (len(xs) == len(numer) == len(denom)):
         raise ValueError("xs, numer and denom must have the same length")

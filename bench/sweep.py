@@ -38,9 +38,11 @@ from typing import Any
 
 import models
 from bench import stats
+from bench.labels import model_label, runtime_label
 from bench.store import Store
 from devices.subproc import Worker, WorkerError
 from export.hostlock import DeviceLock, timing_cores
+from models import defaults
 from models.common import check_name, git_commit
 from models.errors import ToolkitError
 
@@ -77,19 +79,6 @@ class Cell:
                 f"{models.format_resolution(self.res)} t{self.threads}")
 
 
-def model_label(model: str, overrides: dict[str, Any]) -> str:
-    return model + "".join(f":{k}={str(v).lower()}" for k, v in sorted(overrides.items()))
-
-
-def runtime_label(fmt: str, converter: str, precision: str) -> str:
-    """e.g. "onnx", "tflite/onnx2tf", "onnx fp16": the converter is named when the format has several."""
-    from export.core import FORMATS
-
-    spec = FORMATS.get(fmt)
-    label = fmt if spec is None or len(spec.converters) == 1 else f"{fmt}/{converter}"
-    return label if precision == "fp32" else f"{label} {precision}"
-
-
 @dataclass(frozen=True)
 class SweepArgs:
     """What defines a sweep (and its run id). Lists are kept sorted: their order on the command line is moot."""
@@ -116,7 +105,7 @@ class SweepArgs:
         return hashlib.sha256(json.dumps(self.canonical(), sort_keys=True).encode()).hexdigest()[:8]
 
     def cells(self) -> list[Cell]:
-        from export.core import FORMATS
+        from export import FORMATS
 
         out = []
         for (name, ov), fmt, prec, res, th in itertools.product(self.models, self.formats, self.precisions,
@@ -138,7 +127,7 @@ def _split(text: str, what: str) -> list[str]:
 def parse_args(*, device: str, models_arg: str, formats: str, res: str, iters: int, warmup: int,
                threads: str | int = "1", converter: str | None = None, precision: str = "fp32") -> SweepArgs:
     """Validate the command line's lists into SweepArgs; anything unknown is a ToolkitError naming the valid ones."""
-    from export.core import FORMATS, PRECISIONS, format_spec
+    from export import FORMATS, PRECISIONS, format_spec
 
     parsed_models = []
     for item in _split(models_arg, "models"):
@@ -149,7 +138,7 @@ def parse_args(*, device: str, models_arg: str, formats: str, res: str, iters: i
             k, sep, v = pair.partition("=")
             if not sep:
                 raise ToolkitError(f"bad model override {pair!r} in {item!r}: expected name:key=value, "
-                                   "e.g. mobileformer_294m:tokens=3")
+                                   f"e.g. {defaults.SWEEP_MODELS[0]}:tokens=3")
             ov[k.strip()] = v.strip()
         parsed_models.append((name, tuple(sorted(models.check_overrides(name, ov).items()))))
     fmts = [f for f in _split(formats, "formats")]
@@ -301,6 +290,7 @@ class SweepResult:
     run_id: str
     store: Path
     report: Path | None = None
+    answer: list[str] = field(default_factory=list)  # the report's answer, as the console prints it
     created: bool = False
     measured: int = 0
     counts: dict[str, int] = field(default_factory=dict)
@@ -416,7 +406,8 @@ def _run_locked(args: SweepArgs, opts: Options, console: Any, device: Any, store
         from bench import report
 
         try:
-            result.report = report.render(store, run_id, opts.reports)
+            rendered = report.render_report(store, run_id, opts.reports)
+            result.report, result.answer = rendered.path, rendered.answer
         except ToolkitError as exc:  # the cells are stored; only the report is missing
             result.report_error = str(exc)
     result.seconds = time.monotonic() - t_start
@@ -431,8 +422,33 @@ def _counts(rows: list[dict[str, Any]]) -> dict[str, int]:
     return c
 
 
+@dataclass
+class WorkContext:
+    """What the three phases of a sweep's work share: where cells are stored, and how a store write is made."""
+
+    store: Store
+    args: SweepArgs
+    opts: Options
+    run_id: str
+    seq: dict[str, int]
+    deferred: _Deferred
+    result: SweepResult
+
+    def save(self, cell: Cell, **kw: Any) -> None:
+        """Store one cell; Ctrl-C during the write is raised right after it commits."""
+        with self.deferred.held():
+            self.store.add_cell(cell_row(self.run_id, self.seq[cell.key], cell, args=self.args, **kw))
+
+
+@dataclass
+class Plan:
+    runnable: list[Cell]
+    not_run: list[tuple[Cell, str]]  # with the device's reason
+
+
 def _work(store: Store, args: SweepArgs, opts: Options, run_id: str, seq: dict[str, int], todo: list[Cell],
           device: Any, exporters: list[Worker], deferred: _Deferred, console: Any, result: SweepResult) -> None:
+    """Plan the cells, export what can run here, store what cannot, then time the exported cells."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -442,126 +458,157 @@ def _work(store: Store, args: SweepArgs, opts: Options, run_id: str, seq: dict[s
         TimeRemainingColumn,
     )
 
-    def save(cell: Cell, **kw: Any) -> None:
-        with deferred.held():
-            store.add_cell(cell_row(run_id, seq[cell.key], cell, args=args, **kw))
-
-    runnable, not_run = [], []
-    for c in todo:
-        reason = device.can_run(c.format)
-        (not_run if reason else runnable).append((c, reason))
-    sizes: dict[tuple, tuple[int, int]] = {}
-    artifacts: dict[str, tuple[str, dict]] = {}
-
+    work = WorkContext(store, args, opts, run_id, seq, deferred, result)
+    plan = plan_cells(todo, device)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("elapsed"),
                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[cell]}"))
     with Progress(*columns, console=console, transient=False) as progress:
-        # 1. exports, grouped by model and resolution (one capture serves every format of a group), the groups
-        #    spread over `export_jobs` export workers: nothing is timed yet, so exports may use every core
-        grouped = sorted(runnable, key=lambda cr: (cr[0].model, cr[0].overrides, cr[0].res, cr[0].format))
-        task = progress.add_task("export ", total=len(grouped), cell="")
-        groups: dict[tuple, list[Cell]] = {}
-        for cell, _ in grouped:
-            if store.has_cell(run_id, cell.key):
-                progress.advance(task)
-            else:
-                groups.setdefault((cell.model, cell.overrides, cell.res), []).append(cell)
-        idle: queue.Queue[Worker] = queue.Queue()
-        for w in exporters:
-            idle.put(w)
-
-        def export_group(group: list[Cell]) -> list[tuple[Cell, dict[str, Any]]]:
-            worker = idle.get()
-            try:
-                replies = []
-                for cell in group:
-                    req = {"op": "export", "model": cell.model, "overrides": dict(cell.overrides),
-                           "format": cell.format, "converter": cell.converter, "precision": cell.precision,
-                           "res": list(cell.res), "out": str(opts.artifacts)}
-                    try:
-                        reply = worker.call(req, opts.export_timeout)
-                    except WorkerError as exc:
-                        reply = {"ok": False, "stage": "export", "error": f"{exc.stage}: {exc}"}
-                    replies.append((cell, reply))
-                return replies
-            finally:
-                idle.put(worker)
-
-        exporter = exporters[0]  # for the info requests below
-        pool = concurrent.futures.ThreadPoolExecutor(len(exporters), thread_name_prefix="export")
-        try:
-            futures = [pool.submit(export_group, g) for g in groups.values()]
-            for fut in concurrent.futures.as_completed(futures):
-                for cell, reply in fut.result():
-                    progress.update(task, cell=cell.label())
-                    manifest = reply.get("manifest")
-                    if manifest and manifest.get("madds"):
-                        sizes[(cell.model, cell.overrides, cell.res)] = (manifest["params"], manifest["madds"])
-                    if reply["ok"]:
-                        artifacts[cell.key] = (reply["artifact"], manifest)
-                        if not reply.get("cached"):
-                            verdict = (manifest.get("parity") or {}).get("verdict", "?")
-                            progress.console.print(f"  export  {cell.label()}: "
-                                                   f"{manifest.get('export_seconds', 0):.0f} s, parity {verdict}",
-                                                   markup=False)
-                    else:
-                        save(cell, status="failed", stage=reply["stage"], error=reply["error"], manifest=manifest,
-                             artifact=reply.get("artifact"))
-                        progress.console.print(f"  failed  {cell.label()}: [{reply['stage']}] {reply['error']}",
-                                               markup=False)
-                    progress.advance(task)
-        except BaseException:
-            for w in exporters:  # unblock the threads waiting on a child, then drop queued groups
-                w.kill()
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
-        pool.shutdown(wait=True)
-        # 2. formats this device cannot run: stored without exporting
-        for cell, reason in not_run:
-            size = sizes.get((cell.model, cell.overrides, cell.res)) or store.known_size(
-                cell.model, json.dumps(dict(cell.overrides), sort_keys=True), cell.height, cell.width)
-            if size is None:
-                try:
-                    reply = exporter.call({"op": "info", "model": cell.model, "overrides": dict(cell.overrides),
-                                           "res": list(cell.res)}, opts.export_timeout)
-                    size = (reply["params"], reply["madds"]) if reply.get("ok") else None
-                except WorkerError:
-                    size = None
-                if size:
-                    sizes[(cell.model, cell.overrides, cell.res)] = size
-            save(cell, status=f"not run: {reason}", size=size)
+        artifacts, sizes = export_cells(work, plan.runnable, exporters, progress)
+        exporter = exporters[0]  # for the info requests of cells not run here
+        _store_not_run(work, plan.not_run, sizes, exporter)
         exporter.kill()  # free its memory (torch, converters) before timing anything
-        # 3. measurements, in the shuffled order; progress weighted by expected cost so the ETA means something
-        cores = timing_cores(f"run {run_id}", say=progress.console.print) if device.kind == "host" else \
-            contextlib.nullcontext()
-        with cores:  # on this machine: exclusive use of the cores (exports next door wait for the timed loops)
-            measure = [c for c in todo if c.key in artifacts]
-            weight = {c.key: (artifacts[c.key][1].get("madds") or 1) * (args.iterations + args.warmup) for c in measure}
-            task = progress.add_task("measure", total=sum(weight.values()) or 1, cell="")
-            mtask = progress.add_task("  cells", total=len(measure), cell="")
-            for cell in measure:
+        time_cells(work, todo, artifacts, device, progress)
+
+
+def plan_cells(todo: list[Cell], device: Any) -> Plan:
+    """Which cells run on this device, and which are stored as "not run: <reason>" (device.can_run says why)."""
+    plan = Plan([], [])
+    for c in todo:
+        reason = device.can_run(c.format)
+        if reason:
+            plan.not_run.append((c, reason))
+        else:
+            plan.runnable.append(c)
+    return plan
+
+
+def export_cells(work: WorkContext, runnable: list[Cell], exporters: list[Worker],
+                 progress: Any) -> tuple[dict[str, tuple[str, dict]], dict[tuple, tuple[int, int]]]:
+    """Export the runnable cells in the export workers; store the failures.
+
+    Grouped by model and resolution (one capture serves every format of a group), the groups spread over the
+    export workers: nothing is timed yet, so exports may use every core. Returns (cell key -> (artifact, manifest),
+    (model, overrides, resolution) -> (params, MAdds)).
+    """
+    store, opts, run_id = work.store, work.opts, work.run_id
+    sizes: dict[tuple, tuple[int, int]] = {}
+    artifacts: dict[str, tuple[str, dict]] = {}
+    grouped = sorted(runnable, key=lambda c: (c.model, c.overrides, c.res, c.format))
+    task = progress.add_task("export ", total=len(grouped), cell="")
+    groups: dict[tuple, list[Cell]] = {}
+    for cell in grouped:
+        if store.has_cell(run_id, cell.key):
+            progress.advance(task)
+        else:
+            groups.setdefault((cell.model, cell.overrides, cell.res), []).append(cell)
+    idle: queue.Queue[Worker] = queue.Queue()
+    for w in exporters:
+        idle.put(w)
+    pool = concurrent.futures.ThreadPoolExecutor(len(exporters), thread_name_prefix="export")
+    try:
+        futures = [pool.submit(_export_group, g, idle, opts) for g in groups.values()]
+        for fut in concurrent.futures.as_completed(futures):
+            for cell, reply in fut.result():
                 progress.update(task, cell=cell.label())
-                if store.has_cell(run_id, cell.key):  # a concurrent sweep of the same run got there first
-                    progress.advance(task, weight[cell.key])
-                    progress.advance(mtask)
-                    continue
-                path, manifest = artifacts[cell.key]
-                try:
-                    m = device.run(path, iterations=args.iterations, warmup=args.warmup, threads=cell.threads,
-                                   timeout=opts.timeout)
-                except ToolkitError as exc:
-                    stage = getattr(exc, "stage", "run")
-                    save(cell, status="failed", stage=stage, error=str(exc), manifest=manifest, artifact=path)
-                    progress.console.print(f"  failed  {cell.label()}: [{stage}] {exc}", markup=False)
+                manifest = reply.get("manifest")
+                if manifest and manifest.get("madds"):
+                    sizes[(cell.model, cell.overrides, cell.res)] = (manifest["params"], manifest["madds"])
+                if reply["ok"]:
+                    artifacts[cell.key] = (reply["artifact"], manifest)
+                    if not reply.get("cached"):
+                        verdict = (manifest.get("parity") or {}).get("verdict", "?")
+                        progress.console.print(f"  export  {cell.label()}: "
+                                               f"{manifest.get('export_seconds', 0):.0f} s, parity {verdict}",
+                                               markup=False)
                 else:
-                    save(cell, status="ok", manifest=manifest, artifact=path, measurement=m)
-                    s = stats.summarize(m.samples_ms, m.cpu_samples_ms or None, threads=cell.threads)
-                    flag = "" if s.contention is None else f", wall/CPU {1 + s.contention:.2f}"
-                    flag += "  UNSTABLE" if s.unstable else ""
-                    if len(m.attempt_cvs) > 1:
-                        flag += f" (steadiest of {len(m.attempt_cvs)} attempts)"
-                    progress.console.print(f"  ok      {cell.label()}: median {s.median:.2f} ms, mean {s.mean:.2f} ms, "
-                                           f"cv {s.cv:.1%}{flag}", markup=False)
-                    result.measured += 1
+                    work.save(cell, status="failed", stage=reply["stage"], error=reply["error"], manifest=manifest,
+                              artifact=reply.get("artifact"))
+                    progress.console.print(f"  failed  {cell.label()}: [{reply['stage']}] {reply['error']}",
+                                           markup=False)
+                progress.advance(task)
+    except BaseException:
+        for w in exporters:  # unblock the threads waiting on a child, then drop queued groups
+            w.kill()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+    return artifacts, sizes
+
+
+def _export_group(group: list[Cell], idle: queue.Queue[Worker], opts: Options) -> list[tuple[Cell, dict[str, Any]]]:
+    """One group's exports in whichever export worker is idle (a pool thread waits here for one)."""
+    worker = idle.get()
+    try:
+        replies = []
+        for cell in group:
+            req = {"op": "export", "model": cell.model, "overrides": dict(cell.overrides),
+                   "format": cell.format, "converter": cell.converter, "precision": cell.precision,
+                   "res": list(cell.res), "out": str(opts.artifacts)}
+            try:
+                reply = worker.call(req, opts.export_timeout)
+            except WorkerError as exc:
+                reply = {"ok": False, "stage": "export", "error": f"{exc.stage}: {exc}"}
+            replies.append((cell, reply))
+        return replies
+    finally:
+        idle.put(worker)
+
+
+def _store_not_run(work: WorkContext, not_run: list[tuple[Cell, str]], sizes: dict[tuple, tuple[int, int]],
+                   exporter: Worker) -> None:
+    """Formats this device cannot run: stored without exporting, with the model's size where it can be known."""
+    for cell, reason in not_run:
+        size = sizes.get((cell.model, cell.overrides, cell.res)) or work.store.known_size(
+            cell.model, json.dumps(dict(cell.overrides), sort_keys=True), cell.height, cell.width)
+        if size is None:
+            try:
+                reply = exporter.call({"op": "info", "model": cell.model, "overrides": dict(cell.overrides),
+                                       "res": list(cell.res)}, work.opts.export_timeout)
+                size = (reply["params"], reply["madds"]) if reply.get("ok") else None
+            except WorkerError:
+                size = None
+            if size:
+                sizes[(cell.model, cell.overrides, cell.res)] = size
+        work.save(cell, status=f"not run: {reason}", size=size)
+
+
+def time_cells(work: WorkContext, todo: list[Cell], artifacts: dict[str, tuple[str, dict]], device: Any,
+               progress: Any) -> None:
+    """The measuring loop, in the shuffled order; progress weighted by expected cost so the ETA means something.
+
+    On a host device the loop holds the machine's timing cores (exports next door wait for the timed loops).
+    """
+    store, args, opts, run_id = work.store, work.args, work.opts, work.run_id
+    cores = timing_cores(f"run {run_id}", say=progress.console.print) if device.kind == "host" else \
+        contextlib.nullcontext()
+    with cores:  # on this machine: exclusive use of the cores (exports next door wait for the timed loops)
+        measure = [c for c in todo if c.key in artifacts]
+        weight = {c.key: (artifacts[c.key][1].get("madds") or 1) * (args.iterations + args.warmup) for c in measure}
+        task = progress.add_task("measure", total=sum(weight.values()) or 1, cell="")
+        mtask = progress.add_task("  cells", total=len(measure), cell="")
+        for cell in measure:
+            progress.update(task, cell=cell.label())
+            if store.has_cell(run_id, cell.key):  # a concurrent sweep of the same run got there first
                 progress.advance(task, weight[cell.key])
                 progress.advance(mtask)
+                continue
+            path, manifest = artifacts[cell.key]
+            try:
+                m = device.run(path, iterations=args.iterations, warmup=args.warmup, threads=cell.threads,
+                               timeout=opts.timeout)
+            except ToolkitError as exc:
+                stage = getattr(exc, "stage", "run")
+                work.save(cell, status="failed", stage=stage, error=str(exc), manifest=manifest, artifact=path)
+                progress.console.print(f"  failed  {cell.label()}: [{stage}] {exc}", markup=False)
+            else:
+                work.save(cell, status="ok", manifest=manifest, artifact=path, measurement=m)
+                s = stats.summarize(m.samples_ms, m.cpu_samples_ms or None, threads=cell.threads)
+                flag = "" if s.contention is None else f", wall/CPU {1 + s.contention:.2f}"
+                flag += "  UNSTABLE" if s.unstable else ""
+                if len(m.attempt_cvs) > 1:
+                    flag += f" (steadiest of {len(m.attempt_cvs)} attempts)"
+                progress.console.print(f"  ok      {cell.label()}: median {s.median:.2f} ms, mean {s.mean:.2f} ms, "
+                                       f"cv {s.cv:.1%}{flag}", markup=False)
+                work.result.measured += 1
+            progress.advance(task, weight[cell.key])
+            progress.advance(mtask)

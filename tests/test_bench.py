@@ -216,10 +216,15 @@ def test_failing_cell_does_not_stop_the_sweep(tmp_path, artifacts):
     assert rows[(64, "onnx")]["status"] == "ok"
     bad = rows[(96, "onnx")]
     assert bad["status"] == "failed" and bad["stage"] == "load" and broken.name in bad["error"]
-    assert rows[(64, "coreml")]["status"] != "ok"  # not run here (or failed while export/coreml.py is missing)
+    for h in RES:  # Core ML cannot run on this Linux host: stored as not run, never exported, its size known
+        cm = rows[(h, "coreml")]
+        assert cm["status"] == f"not run: {export.runs_here('coreml')}" == "not run: needs macOS", cm["status"]
+        assert cm["artifact"] is None and cm["stage"] is None and cm["samples_ms"] is None
+        assert cm["madds"] == rows[(h, "onnx")]["madds"] and cm["madds"] > 0
     assert "failures:" in out and broken.name in out
     report = (tmp_path / "reports" / "latest" / "report.md").read_text()
     assert "## Failures" in report and broken.name in report
+    assert "- coreml: not run: needs macOS (2 cells)" in report
 
 
 @pytest.mark.bench
@@ -267,6 +272,11 @@ def test_report_from_a_tiny_sweep(tmp_path, artifacts):
     assert len((d / "results.csv").read_text().splitlines()) == 5
     md = (d / "report.md").read_text()
     assert "## The answer" in md and f"{MF} vs {SMALL}" in md and "Harness overhead" in md
+    # the console prints the answer's points as report.md has them, markup dropped
+    section = md.partition("## The answer")[2].split("\n## ", 1)[0]
+    answer = [ln.replace("**", "") for ln in section.splitlines() if ln.startswith("- ")]
+    assert answer[0].startswith(f"- On onnx, {MF} vs {SMALL}: Mobile-Former is ")
+    assert "\n".join(answer) + f"\nreport: {d / 'report.md'}" in out
     html = (d / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 4 and 'src="latency.png"' not in html
     assert (tmp_path / "reports" / "latest" / "report.html").exists()
@@ -281,6 +291,7 @@ def test_report_from_a_tiny_sweep(tmp_path, artifacts):
     assert rc == 0 and ids[0] in out and "4/4" in out
     rc, out, err = bench("report", "--run", ids[0], tmp=tmp_path, artifacts=artifacts)
     assert rc == 0 and str(tmp_path / "reports" / ids[0]) in out
+    assert out.startswith("\n".join(answer) + f"\nreport: {d / 'report.md'}"), out  # the same run, the same answer
     assert os.path.realpath(tmp_path / "reports" / "latest") == str(tmp_path / "reports" / ids[0])
 
 
@@ -291,9 +302,10 @@ def test_corrupt_store_is_reported_and_kept(tmp_path):
     for args in (["list"], ["run", "--models", SMALL, "--formats", "onnx", "--res", "64", "--iters", "5"]):
         proc = subprocess.run([sys.executable, "-m", "bench", *args, "--store", str(store)], cwd=ROOT,
                               capture_output=True, text=True, timeout=60)
-        assert proc.returncode != 0
+        assert proc.returncode == 2, proc.stderr
         lines = proc.stderr.strip().splitlines()
-        assert len(lines) == 1 and str(store) in lines[0] and "corrupt" in lines[0], proc.stderr
+        assert len(lines) == 1 and lines[0].startswith("bench: error: ") and str(store) in lines[0]
+        assert "corrupt" in lines[0], proc.stderr
     assert store.read_bytes() == junk
 
 

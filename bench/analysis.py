@@ -1,0 +1,259 @@
+"""The report's analysis: pure functions from a run's stored rows to pairs, ratio curves, crossovers and sentences.
+
+No plotting and no file I/O here (bench/plots.py draws, bench/writers.py writes, bench/report.py orchestrates).
+Which families are compared comes from the model registry: the subject is every family whose role is "subject",
+the baselines every family whose role is "baseline", and each is named by its display name. A newly registered
+baseline family therefore gets its own pairs without a change here.
+
+A "runtime" is a format with its converter and precision (bench/labels.py), plus the thread count when a run has
+several. A pair is (runtime, a subject model, a baseline model) over the resolutions both were measured at; its
+ratios are the subject's median latency over the baseline's, with 95% bootstrap intervals (bench/stats.py); the
+crossover is where the ratio crosses 1. The x axis is the equivalent square side sqrt(H * W) in pixels.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import models
+from bench import stats
+from bench.labels import model_label, res_label, runtime_label
+
+SUBJECT, BASELINE = "subject", "baseline"
+UNSTABLE_RULE = (f"CV above {stats.UNSTABLE_CV:.0%}, or with one thread a median wall time more than "
+                 f"{stats.CONTENTION_BOUND:.0%} above the median CPU time")
+PLOT_NAMES = ("latency", "ratio", "crossover", "throughput")  # each is <name>.png in the report folder
+
+
+def res_equiv(h: int, w: int) -> float:
+    return math.sqrt(h * w)
+
+
+def join_names(names: list[str], word: str = "or") -> str:
+    """"A", "A or B", "A, B or C" (or with "and")."""
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + f" {word} " + names[-1]
+
+
+@dataclass(frozen=True)
+class Roles:
+    """The registered families as the report sees them: family name -> role, family name -> display name."""
+
+    role: Mapping[str, str]
+    display: Mapping[str, str]
+
+    @classmethod
+    def from_registry(cls) -> Roles:
+        fams = models.families()
+        return cls({f.name: f.role for f in fams}, {f.name: f.display for f in fams})
+
+    def names(self, role: str) -> list[str]:
+        return [self.display[f] for f, r in self.role.items() if r == role]
+
+    @property
+    def subject(self) -> str:
+        """The subject's display name ("the subject" if no family has that role)."""
+        return join_names(self.names(SUBJECT)) if self.names(SUBJECT) else "the subject"
+
+    def baselines(self, word: str = "or") -> str:
+        """The baselines' display names, e.g. "A, B or C" ("a baseline" if no family has that role)."""
+        return join_names(self.names(BASELINE), word) if self.names(BASELINE) else "a baseline"
+
+
+@dataclass
+class Pair:
+    runtime: str
+    numer: str  # the subject model's label
+    denom: str  # the baseline model's label
+    family: str  # the baseline's family
+    labels: list[str]  # resolution labels of the points
+    curve: stats.RatioCurve
+    unstable: list[bool]  # a point involves an unstable cell
+    cpu_ratios: list[float | None]  # ratio of CPU-time medians (one thread: the same comparison, minus contention)
+    subject: str = ""  # display name of the subject model's family
+    baseline: str = ""  # display name of the baseline's family
+
+
+@dataclass
+class Analysis:
+    run: dict[str, Any]
+    rows: list[dict[str, Any]]
+    roles: Roles
+    runtimes: list[str] = field(default_factory=list)
+    series: dict[str, dict[str, list[dict[str, Any]]]] = field(default_factory=dict)  # runtime -> model -> rows
+    pairs: list[Pair] = field(default_factory=list)
+
+    @property
+    def subject(self) -> str:
+        return self.roles.subject
+
+    @property
+    def titles(self) -> dict[str, str]:
+        """Plot name -> its title (also the image's alt text in report.md)."""
+        return {"latency": "Latency vs resolution (median, band p10-p90)",
+                "ratio": f"Slowdown of {self.subject} vs resolution (median ratio, 95% bootstrap interval)",
+                "crossover": "Crossover resolution per runtime (ratio = 1)",
+                "throughput": "Effective throughput: MAdds per millisecond vs resolution"}
+
+
+def analyse(run: dict[str, Any], rows: list[dict[str, Any]], roles: Roles | None = None) -> Analysis:
+    """The run's rows (as bench/store.py returns them; copied, with labels added) grouped into series and pairs."""
+    roles = roles or Roles.from_registry()
+    rows = [dict(r) for r in rows]
+    multi_threads = len({r["threads"] for r in rows}) > 1
+    for r in rows:
+        r["model_label"] = model_label(r["model"], r["overrides"] or {})
+        r["runtime"] = runtime_label(r["format"], r["converter"], r["precision"]) + (
+            f" t{r['threads']}" if multi_threads else "")
+        r["res_equiv"] = round(res_equiv(r["height"], r["width"]), 1)
+        r["res_label"] = res_label(r["height"], r["width"])
+        cpu = r.get("cpu_median_ms")
+        r["wall_over_cpu"] = round(r["median_ms"] / cpu, 4) if cpu and r.get("median_ms") else None
+    a = Analysis(run, rows, roles)
+    ok = [r for r in rows if r["status"] == "ok"]
+    a.runtimes = sorted({r["runtime"] for r in ok})
+    for r in sorted(ok, key=lambda r: (r["runtime"], r["model_label"], r["res_equiv"], r["height"])):
+        a.series.setdefault(r["runtime"], {}).setdefault(r["model_label"], []).append(r)
+    for rt in a.runtimes:
+        by_model = a.series[rt]
+        fam = {m: rs[0]["family"] for m, rs in by_model.items()}
+        role = {m: roles.role.get(f) for m, f in fam.items()}
+        for mf in sorted(m for m in by_model if role[m] == SUBJECT):
+            for other in sorted(m for m in by_model if role[m] == BASELINE):
+                theirs = {(r["height"], r["width"]): r for r in by_model[other]}
+                common = [(r, theirs[(r["height"], r["width"])]) for r in by_model[mf]
+                          if (r["height"], r["width"]) in theirs]
+                if not common:
+                    continue
+                curve = stats.ratio_curve([x["res_equiv"] for x, _ in common], [x["samples_ms"] for x, _ in common],
+                                          [y["samples_ms"] for _, y in common])
+                cpu = [x["cpu_median_ms"] / y["cpu_median_ms"] if x.get("cpu_median_ms") and y.get("cpu_median_ms")
+                       and x["threads"] == 1 else None for x, y in common]
+                a.pairs.append(Pair(rt, mf, other, fam[other], [x["res_label"] for x, _ in common], curve,
+                                    [bool(x["unstable"] or y["unstable"]) for x, y in common], cpu,
+                                    roles.display[fam[mf]], roles.display[fam[other]]))
+    return a
+
+
+# --------------------------------------------------------------------------------------------- sentences
+def _times(r: float) -> str:
+    return f"{r:.2f}x"
+
+
+def _ranges(points: list[tuple[float, str]]) -> str:
+    return ", ".join(lbl for _, lbl in points)
+
+
+def markdown_strong(text: str) -> str:
+    return f"**{text}**"
+
+
+def plain(text: str) -> str:
+    return text
+
+
+def pair_sentence(p: Pair, strong: Callable[[str], str] = markdown_strong) -> str:
+    """One sentence answering: slower or faster, where, by how much, and the crossover."""
+    pts = list(zip(p.curve.points, p.labels))
+    slower = [(pt, lbl) for pt, lbl in pts if pt.ratio > 1]
+    faster = [(pt, lbl) for pt, lbl in pts if pt.ratio < 1]
+    first, last = pts[0], pts[-1]
+    head = f"On {strong(p.runtime)}, {p.numer} vs {p.denom}: "
+
+    def at(item):
+        pt, lbl = item
+        return f"{_times(pt.ratio)} at {lbl} (95% CI {pt.low:.2f}-{pt.high:.2f})"
+
+    if len(pts) == 1:
+        verb = "slower" if slower else "faster" if faster else "as fast"
+        return head + f"{p.subject} is {verb} at the one size measured: {at(first)}."
+    if not faster:
+        worst = max(slower, key=lambda s: s[0].ratio)
+        body = (f"{p.subject} is slower at every size tested ({first[1]}-{last[1]} px), from {at(first)} to "
+                f"{at(last)}; at most {_times(worst[0].ratio)} ({(worst[0].ratio - 1):.0%} slower) at {worst[1]}. ")
+    elif not slower:
+        best = min(faster, key=lambda s: s[0].ratio)
+        body = (f"{p.subject} is faster at every size tested ({first[1]}-{last[1]} px), from {at(first)} to "
+                f"{at(last)}; at best {_times(best[0].ratio)} at {best[1]}. ")
+    else:
+        worst = max(slower, key=lambda s: s[0].ratio)
+        best = min(faster, key=lambda s: s[0].ratio)
+        body = (f"{p.subject} is slower at {_ranges([(s[0].x, s[1]) for s in slower])} px (up to "
+                f"{at(worst)}) and faster at {_ranges([(f[0].x, f[1]) for f in faster])} px (down to "
+                f"{at(best)}). ")
+    return head + body + crossover_text(p) + "." + cpu_text(p)
+
+
+def cpu_text(p: Pair) -> str:
+    """The same comparison on CPU time (one thread), where it is known: the ratios at both ends and the crossover."""
+    pts = [(x, c) for x, c in zip(p.curve.xs, p.cpu_ratios) if c is not None]
+    if len(pts) < 2:
+        return ""
+    cross = stats.crossings([x for x, _ in pts], [c for _, c in pts])
+    where = f"crossover at {', '.join(f'{x:.0f}' for x in cross)} px" if cross else "no crossover"
+    first, last = p.labels[p.curve.xs.index(pts[0][0])], p.labels[p.curve.xs.index(pts[-1][0])]
+    return f" [CPU time: {_times(pts[0][1])} at {first} to {_times(pts[-1][1])} at {last}, {where}.]"
+
+
+def crossover_text(p: Pair) -> str:
+    c = p.curve
+    if not c.crossings:
+        return (f"No crossover in range ({c.crossing_share:.0%} of bootstrap replicates cross)" if c.crossing_share
+                else "No crossover in range")
+    first = c.crossings[0]
+    text = f"Crossover at {first:.0f} px (95% CI {c.crossing_low:.0f}-{c.crossing_high:.0f})"
+    if len(c.crossings) > 1:
+        text += " and again at " + ", ".join(f"{x:.0f}" for x in c.crossings[1:]) + " px"
+    return text
+
+
+def contention_lines(a: Analysis) -> list[str]:
+    """How much a busy machine inflated the wall-clock figures (one-thread cells: median wall / median CPU)."""
+    ok = [r for r in a.rows if r["status"] == "ok"]
+    unstable = [r for r in ok if r["unstable"]]
+    inflation = sorted(r["wall_over_cpu"] for r in ok if r["wall_over_cpu"] and r["threads"] == 1)
+    if not unstable or not inflation:
+        return []
+    mid, top = inflation[len(inflation) // 2], inflation[-1]
+    head = f"{len(unstable)} of {len(ok)} measured cells were unstable ({UNSTABLE_RULE}). "
+    if top - 1 <= stats.CONTENTION_BOUND:
+        return [head + f"Median wall and CPU time agree within {top - 1:.0%}: the spread comes from bursts inside "
+                "the timed loops (a high CV), which the medians used for the ratios largely ignore."]
+    return [head + f"With one thread, a cell's median wall time exceeded its median CPU time by {mid - 1:.0%} "
+            f"(median over cells) and by up to {top - 1:.0%}: time the process waited while other work had the "
+            "core. The CPU-time ratios (in brackets above, and in the tables below) make the same comparison "
+            "without that wait."]
+
+
+def answer(a: Analysis, strong: Callable[[str], str] = markdown_strong) -> list[str]:
+    """The answer, one item per point (report.md's bullets; the console's lines with `strong=plain`); empty when
+    no subject / baseline pair was measured (see no_pair_text)."""
+    if not a.pairs:
+        return []
+    items = [pair_sentence(p, strong) for p in a.pairs]
+    if any(any(p.unstable) for p in a.pairs):
+        items.append("Points that involve a cell flagged unstable are marked `*` in the ratio tables below.")
+    return items + contention_lines(a)
+
+
+def console_lines(a: Analysis) -> list[str]:
+    """The answer as `bench run` and `bench report` print it."""
+    return [f"- {item}" for item in answer(a, plain)]
+
+
+def no_pair_text(a: Analysis) -> str:
+    return (f"No {a.subject} / {a.roles.baselines()} pair was measured on a common runtime, so there is no ratio to "
+            "report.")
+
+
+def overhead(a: Analysis) -> dict[str, Any] | None:
+    ok = [r for r in a.rows if r["status"] == "ok" and r.get("overhead_us") is not None]
+    if not ok:
+        return None
+    oh = sorted(r["overhead_us"] for r in ok)[len(ok) // 2]
+    fastest = min(ok, key=lambda r: r["median_ms"])
+    return {"overhead_us": oh, "fastest_ms": fastest["median_ms"],
+            "fastest": f"{fastest['model_label']} {fastest['runtime']} {fastest['res_label']}",
+            "share": oh / 1e3 / fastest["median_ms"]}

@@ -1,0 +1,23 @@
+"""How a report and a sweep name things: a model with its overrides, a runtime, a resolution.
+
+One home for the labels, so bench/report.py and bench/sweep.py (and the CLI) agree without importing each other.
+"""
+
+from __future__ import annotations
+
+from export import FORMATS
+from models import model_label
+
+__all__ = ["model_label", "runtime_label", "res_label"]
+
+
+def runtime_label(fmt: str, converter: str, precision: str) -> str:
+    """e.g. "onnx", "tflite/onnx2tf", "onnx fp16": the converter is named when the format has several."""
+    spec = FORMATS.get(fmt)
+    label = fmt if spec is None or len(spec.converters) == 1 else f"{fmt}/{converter}"
+    return label if precision == "fp32" else f"{label} {precision}"
+
+
+def res_label(h: int, w: int) -> str:
+    """A resolution as the tables show it: one number when square, else HxW."""
+    return str(h) if h == w else f"{h}x{w}"

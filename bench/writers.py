@@ -1,0 +1,192 @@
+"""The report's files from an Analysis (bench/analysis.py): results.csv, ratios.csv, report.md and report.html.
+
+md_table is the one Markdown table helper of bench/ (the profile's tables use it too).
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from bench import stats
+from bench.analysis import PLOT_NAMES, UNSTABLE_RULE, Analysis, answer, crossover_text, no_pair_text, overhead
+
+CSV_COLUMNS = ["run_id", "model", "overrides", "family", "format", "converter", "precision", "runtime", "device",
+               "threads", "height", "width", "res_equiv", "params", "madds", "iterations", "warmup", "mean_ms",
+               "median_ms", "p10_ms", "p90_ms", "std_ms", "min_ms", "max_ms", "cv", "ci95_low_ms", "ci95_high_ms",
+               "unstable", "attempts", "cpu_median_ms", "wall_over_cpu", "load_ms", "first_ms", "peak_rss_mb",
+               "overhead_us", "loadavg", "artifact_bytes", "export_seconds", "parity_verdict", "parity_max_rel",
+               "parity_cosine", "status", "stage", "error"]
+RATIO_COLUMNS = ["runtime", "subject", "baseline", "resolution", "res_equiv", "ratio", "ci95_low", "ci95_high",
+                 "unstable", "crossover"]
+
+
+# --------------------------------------------------------------------------------------------- CSV
+def write_csv(a: Analysis, path: Path) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, CSV_COLUMNS, extrasaction="ignore")
+        w.writeheader()
+        for r in sorted(a.rows, key=lambda r: (r["runtime"], r["model_label"], r["res_equiv"], r["height"])):
+            w.writerow({**r, "overrides": json.dumps(r["overrides"], sort_keys=True),
+                        "unstable": "" if r["unstable"] is None else int(r["unstable"])})
+
+
+def write_ratios_csv(a: Analysis, path: Path) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(RATIO_COLUMNS)
+        for p in a.pairs:
+            cross = ";".join(f"{x:.1f}" for x in p.curve.crossings) or "none in range"
+            for pt, lbl, unst in zip(p.curve.points, p.labels, p.unstable):
+                w.writerow([p.runtime, p.numer, p.denom, lbl, pt.x, f"{pt.ratio:.4f}", f"{pt.low:.4f}",
+                            f"{pt.high:.4f}", int(unst), cross])
+
+
+# --------------------------------------------------------------------------------------------- Markdown
+def md_table(head: list[str], rows: list[list[Any]]) -> list[str]:
+    """A Markdown table as lines (a blank line after it); a "|" inside a cell becomes "/"."""
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    out += ["| " + " | ".join(str(c).replace("|", "/") for c in r) + " |" for r in rows]
+    return out + [""]
+
+
+def _ms(v: float | None) -> str:
+    if v is None:
+        return ""
+    return f"{v:.1f}" if v >= 100 else f"{v:.2f}" if v >= 1 else f"{v:.3f}"
+
+
+def markdown(a: Analysis) -> str:
+    run, env = a.run, a.run.get("environment") or {}
+    args = run.get("args") or {}
+    n_ok = sum(r["status"] == "ok" for r in a.rows)
+    failed = [r for r in a.rows if r["status"] == "failed"]
+    not_run = [r for r in a.rows if r["status"].startswith("not run")]
+    unstable = [r for r in a.rows if r["status"] == "ok" and r["unstable"]]
+    lines = [f"# Latency vs input resolution: run {run['run_id']}", ""]
+    where = (f"{env.get('cpu_model', '?')}, {env.get('cores', '?')} cores, {env.get('os', '?')}; "
+             f"{', '.join(map(str, args.get('threads', [])))} thread(s), {args.get('iterations')} timed iterations "
+             f"after {args.get('warmup')} warm-up")
+    lines += [f"**Device `{run['device']}`** ({where}).", ""]
+    # ---- the answer
+    if a.pairs:
+        lines += ["## The answer", ""]
+        lines += [f"- {item}" for item in answer(a)]
+        lines.append("")
+    else:
+        lines += [no_pair_text(a), ""]
+    lines += [f"Cells: {len(a.rows)} stored of {run.get('cells_total')} ({n_ok} measured, {len(failed)} failed, "
+              f"{len(not_run)} not run, {len(unstable)} unstable)."
+              + ("" if run.get("finished") else " **The run is not complete**: rerun the same command to resume."),
+              ""]
+    titles = a.titles
+    for name in PLOT_NAMES:
+        lines += [f"![{titles[name]}]({name}.png)", ""]
+    # ---- ratios
+    if a.pairs:
+        lines += [f"## Slowdown ratio ({a.subject} median / baseline median)", ""]
+        for p in a.pairs:
+            lines.append(f"**{p.runtime}: {p.numer} / {p.denom}** ({crossover_text(p)})")
+            lines.append("")
+            table = [["ratio", *[f"{q.ratio:.2f}" for q in p.curve.points]],
+                     ["95% CI", *[f"{q.low:.2f}-{q.high:.2f}" for q in p.curve.points]]]
+            if any(c is not None for c in p.cpu_ratios):
+                table.append(["CPU-time ratio", *["" if c is None else f"{c:.2f}" for c in p.cpu_ratios]])
+            lines += md_table(["resolution", *[lbl + ("*" if u else "") for lbl, u in zip(p.labels, p.unstable)]],
+                              table)
+    # ---- latency tables
+    lines += ["## Latency (ms): median / mean of the timed iterations", ""]
+    for rt in a.runtimes:
+        res = sorted({(r["res_equiv"], r["height"], r["res_label"]) for rs in a.series[rt].values() for r in rs})
+        labels = [lbl for _, _, lbl in res]
+        body = []
+        for m, rs in a.series[rt].items():
+            by = {r["res_label"]: r for r in rs}
+            body.append([m, *[(f"{_ms(by[lbl]['median_ms'])} / {_ms(by[lbl]['mean_ms'])}"
+                               + ("*" if by[lbl]["unstable"] else "")) if lbl in by else "" for lbl in labels]])
+        lines += [f"**{rt}**", ""] + md_table(["model", *labels], body)
+    if unstable:
+        lines.append(f"`*` = unstable: {UNSTABLE_RULE} (bench/stats.py says why).")
+        lines.append("")
+    # ---- failures, unstable, not run
+    lines += ["## Failures", ""]
+    if failed:
+        lines += md_table(["model", "runtime", "resolution", "stage", "error"],
+                          [[r["model_label"], r["runtime"], r["res_label"], r["stage"], (r["error"] or "")[:300]]
+                           for r in failed])
+    else:
+        lines += ["None.", ""]
+    lines += ["## Unstable cells", ""]
+    if unstable:
+        lines += md_table(["model", "runtime", "resolution", "cv", "median ms", "p10-p90 ms", "wall / CPU median",
+                           "attempts", "load avg"],
+                          [[r["model_label"], r["runtime"], r["res_label"], f"{r['cv']:.1%}", _ms(r["median_ms"]),
+                            f"{_ms(r['p10_ms'])}-{_ms(r['p90_ms'])}",
+                            "" if r["wall_over_cpu"] is None else f"{r['wall_over_cpu']:.2f}", r.get("attempts") or 1,
+                            "" if r.get("loadavg") is None else f"{r['loadavg']:.2f}"] for r in unstable])
+    else:
+        lines += [f"None (none with a {UNSTABLE_RULE}).", ""]
+    if not_run:
+        reasons: dict[str, list[str]] = defaultdict(list)
+        for r in not_run:
+            reasons[f"{r['runtime']}: {r['status']}"].append(r["model_label"])
+        lines += ["## Not run on this device", ""]
+        lines += [f"- {k} ({len(v)} cells)" for k, v in sorted(reasons.items())] + [""]
+    # ---- harness overhead and environment
+    oh = overhead(a)
+    lines += ["## Harness overhead", ""]
+    if oh:
+        verdict = "below" if oh["share"] < 0.01 else "**above**"
+        lines += [f"An empty callable through the same timing loop costs {oh['overhead_us']:.2f} us per iteration "
+                  f"(median over cells), {oh['share']:.4%} of the fastest cell ({oh['fastest']}, "
+                  f"{_ms(oh['fastest_ms'])} ms median): {verdict} the 1% bound.", ""]
+    else:
+        lines += ["No measured cell.", ""]
+    lines += ["## Environment", ""]
+    rt_versions = "; ".join(f"{f}: " + ", ".join(f"{k} {v}" for k, v in d.items() if k != "runtime" and v)
+                            for f, d in (env.get("runtimes") or {}).items())
+    lines += md_table(["", ""], [
+        ["run id", run["run_id"]], ["created", run["created"]], ["finished", run.get("finished") or "not yet"],
+        ["device", f"{run['device']} ({env.get('kind', '')})"], ["CPU", env.get("cpu_model")],
+        ["cores", f"{env.get('cores')} (allowed: {env.get('allowed_cpus')})"], ["pinning", env.get("pinning")],
+        ["memory", f"{env.get('memory_gb')} GB"], ["OS", env.get("os")], ["Python", env.get("python")],
+        ["numpy", env.get("numpy")], ["runtimes", rt_versions], ["git commit", run.get("git_commit")],
+        ["shuffle seed", run.get("seed")], ["arguments", f"`{json.dumps(args, sort_keys=True)}`"],
+        ["command", f"`{' '.join(run.get('argv') or [])}`"]])
+    lines += ["## Method", "",
+              "- Each cell: the artifact is loaded in a worker process pinned to its cores, with the runtime's "
+              "thread count fixed; one first inference (reported apart), the warm-up runs, then the timed "
+              "iterations with `perf_counter_ns` around the inference call alone, on an input prepared beforehand.",
+              "- Statistics per cell (bench/stats.py): mean, median, p10/p90, sample std, min, max, coefficient of "
+              f"variation, 95% CI of the mean (Student t). Unstable: {UNSTABLE_RULE}. The process's CPU time per "
+              "iteration is recorded beside the latency; an unstable loop is re-timed (up to --retries times) and "
+              "the steadiest attempt kept.",
+              f"- Ratios use medians; intervals are percentile bootstraps ({stats.N_BOOT} resamples of each cell's "
+              "raw samples, fixed seed). The crossover interpolates linearly in resolution where the ratio "
+              "crosses 1.",
+              "- x axis: the equivalent square side sqrt(H x W) in pixels; tables show H x W (one number when "
+              "square).",
+              "- Cells ran in a shuffled order (seed above) so drift of the shared machine does not favour one "
+              "model. All figures, raw samples included, are in the store and in results.csv.", ""]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------- HTML
+def html(md_text: str, directory: Path, title: str) -> str:
+    """report.md as one self-contained HTML page: plots inlined as base64 PNG."""
+    from markdown_it import MarkdownIt
+
+    body = MarkdownIt("commonmark").enable("table").render(md_text)
+    for name in PLOT_NAMES:
+        data = base64.b64encode((directory / f"{name}.png").read_bytes()).decode()
+        body = body.replace(f'src="{name}.png"', f'src="data:image/png;base64,{data}"')
+    style = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;line-height:1.45}"
+             "table{border-collapse:collapse;margin:.5em 0;font-size:.9em}td,th{border:1px solid #ccc;"
+             "padding:.2em .5em;text-align:right}td:first-child,th:first-child{text-align:left}"
+             "img{max-width:100%}code{background:#f4f4f4;padding:0 .2em;font-size:.85em}")
+    return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title}</title>"
+            f"<style>{style}</style></head><body>\n{body}</body></html>\n")
