@@ -48,10 +48,10 @@ def write_ratios_csv(a: Analysis, path: Path) -> None:
 
 # --------------------------------------------------------------------------------------------- Markdown
 def md_table(head: list[str], rows: list[list[Any]]) -> list[str]:
-    """A Markdown table as lines (a blank line after it); a "|" inside a cell becomes "/"."""
-    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    out += ["| " + " | ".join(str(c).replace("|", "/") for c in r) + " |" for r in rows]
-    return out + [""]
+    """A Markdown table as lines (a blank line after it), written by the toolkit's one table writer."""
+    from models.common import markdown_table
+
+    return markdown_table(head, rows).split("\n") + [""]
 
 
 def _ms(v: float | None) -> str:

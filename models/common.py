@@ -169,12 +169,9 @@ def replace_dir(tmp: Path, final: Path) -> None:
 
 # --------------------------------------------------------------------------------------------- tables
 def markdown_table(head: list[str], rows: list[list]) -> str:
-    """The one Markdown table writer: a header row, the separator, one line per row ('|' in cells escaped)."""
-    def cell(v) -> str:
-        return str(v).replace("|", "\\|").replace("\n", " ")
-
-    lines = ["| " + " | ".join(cell(h) for h in head) + " |", "|" + "---|" * len(head)]
-    return "\n".join(lines + ["| " + " | ".join(cell(c) for c in r) + " |" for r in rows])
+    """The one Markdown table writer: a header row, the separator, one line per row (a "|" in a cell becomes "/")."""
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    return "\n".join(lines + ["| " + " | ".join(str(c).replace("|", "/") for c in r) + " |" for r in rows])
 
 
 def print_table(head: list[str], rows: list[list], *, title: str | None = None) -> None:
