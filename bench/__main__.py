@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from models import defaults
-from models.common import MAX_SEED, ROOT, bounded_int, check_name, finite_positive
+from models.common import MAX_SEED, ROOT, bounded_int, check_name, finite_positive, print_table
 from models.errors import ToolkitError, cli_main
 
 DEFAULT_STORE = ROOT / "results" / "results.sqlite"
@@ -177,16 +177,15 @@ def cmd_list(args: argparse.Namespace, argv: list[str] | None) -> int:
     if not runs:
         print(f"no runs in {args.store}")
         return 0
-    print(f"{'run id':<24} {'created (UTC)':<20} {'done':>9} {'ok':>4} {'failed':>6} {'not run':>7} "
-          f"{'unstable':>8}  arguments")
+    rows = []
     for r in runs:
         a = r["args"] if isinstance(r["args"], dict) else {}
         summary = (f"{','.join(a.get('models', []))} | {','.join(a.get('formats', []))} | res "
                    f"{','.join(a.get('resolutions', []))} | iters {a.get('iterations')} warmup {a.get('warmup')} "
                    f"threads {','.join(map(str, a.get('threads', [])))}")
-        done = f"{r['cells_done']}/{r['cells_total']}"
-        print(f"{r['run_id']:<24} {r['created'][:19].replace('T', ' '):<20} {done:>9} {r['cells_ok']:>4} "
-              f"{r['cells_failed']:>6} {r['cells_not_run']:>7} {r['unstable']:>8}  {summary}")
+        rows.append([r["run_id"], (r["created"] or "")[:19].replace("T", " "), f"{r['cells_done']}/{r['cells_total']}",
+                     r["cells_ok"], r["cells_failed"], r["cells_not_run"], r["unstable"], summary])
+    print_table(["run id", "created (UTC)", "done", "ok", "failed", "not run", "unstable", "arguments"], rows)
     return 0
 
 
@@ -206,8 +205,7 @@ def cmd_compare(args: argparse.Namespace, argv: list[str] | None) -> int:
     if not common:
         raise ToolkitError(f"runs {args.run_a} and {args.run_b} have no measured cell in common")
     print(f"B / A median latency, A = {args.run_a}, B = {args.run_b}")
-    print(f"{'model':<26} {'runtime':<22} {'res':>8} {'t':>2} {'A ms':>9} {'B ms':>9} {'B/A':>6}  flags")
-    ratios, stable, cpu = [], [], []
+    ratios, stable, cpu, table = [], [], [], []
     for k in common:
         x, y = a[k], b[k]
         ratio = y["median_ms"] / x["median_ms"]
@@ -217,10 +215,10 @@ def cmd_compare(args: argparse.Namespace, argv: list[str] | None) -> int:
             stable.append(ratio)
         if x.get("cpu_median_ms") and y.get("cpu_median_ms") and x["threads"] == 1:
             cpu.append(y["cpu_median_ms"] / x["cpu_median_ms"])
-        print(f"{model_label(x['model'], x['overrides']):<26} "
-              f"{runtime_label(x['format'], x['converter'], x['precision']):<22} "
-              f"{res_label(x['height'], x['width']):>8} {x['threads']:>2} {x['median_ms']:>9.3f} "
-              f"{y['median_ms']:>9.3f} {ratio:>6.3f}  {flag}")
+        table.append([model_label(x["model"], x["overrides"]), runtime_label(x["format"], x["converter"],
+                      x["precision"]), res_label(x["height"], x["width"]), x["threads"], f"{x['median_ms']:.3f}",
+                      f"{y['median_ms']:.3f}", f"{ratio:.3f}", flag])
+    print_table(["model", "runtime", "res", "t", "A ms", "B ms", "B/A", "flags"], table)
     for name, rs in (("all cells", ratios), ("stable cells", stable), ("CPU-time medians, 1 thread", cpu)):
         s = stats.spread(rs)
         if s["n"]:

@@ -21,6 +21,7 @@ from typing import Any
 import models
 from bench import stats
 from bench.labels import model_label, res_label, runtime_label
+from models.common import median
 
 SUBJECT, BASELINE = "subject", "baseline"
 UNSTABLE_RULE = (f"CV above {stats.UNSTABLE_CV:.0%}, or with one thread a median wall time more than "
@@ -216,7 +217,7 @@ def contention_lines(a: Analysis) -> list[str]:
     inflation = sorted(r["wall_over_cpu"] for r in ok if r["wall_over_cpu"] and r["threads"] == 1)
     if not unstable or not inflation:
         return []
-    mid, top = inflation[len(inflation) // 2], inflation[-1]
+    mid, top = median(inflation), inflation[-1]
     head = f"{len(unstable)} of {len(ok)} measured cells were unstable ({UNSTABLE_RULE}). "
     if top - 1 <= stats.CONTENTION_BOUND:
         return [head + f"Median wall and CPU time agree within {top - 1:.0%}: the spread comes from bursts inside "
@@ -252,7 +253,7 @@ def overhead(a: Analysis) -> dict[str, Any] | None:
     ok = [r for r in a.rows if r["status"] == "ok" and r.get("overhead_us") is not None]
     if not ok:
         return None
-    oh = sorted(r["overhead_us"] for r in ok)[len(ok) // 2]
+    oh = median(r["overhead_us"] for r in ok)
     fastest = min(ok, key=lambda r: r["median_ms"])
     return {"overhead_us": oh, "fastest_ms": fastest["median_ms"],
             "fastest": f"{fastest['model_label']} {fastest['runtime']} {fastest['res_label']}",

@@ -55,7 +55,7 @@ def render_report(store: Store, run_id: str, reports_root: str | Path) -> Render
     """
     import matplotlib
 
-    from models.common import check_name, inside, os_error_line
+    from models.common import check_name, inside, os_error_line, replace_dir
     from models.errors import ToolkitError
 
     matplotlib.use("Agg")
@@ -88,13 +88,7 @@ def render_report(store: Store, run_id: str, reports_root: str | Path) -> Render
         md = writers.markdown(a)
         (tmp / "report.md").write_text(md)
         (tmp / "report.html").write_text(writers.html(md, tmp, f"Latency vs resolution: {run_id}"))
-        old = None
-        if final.exists():
-            old = final.with_name(f".{run_id}.old-{os.getpid()}")
-            final.rename(old)
-        tmp.rename(final)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        replace_dir(tmp, final)  # _ours(final) was proven above
         _point_latest(root, run_id)
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -24,12 +24,10 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
+from models.common import ROOT
 from models.errors import ToolkitError
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 class WorkerError(ToolkitError):

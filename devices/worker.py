@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from devices.subproc import one_line, serve
+from models.common import CONTENTION_BOUND, UNSTABLE_CV, median
 from models.errors import ToolkitError
 
 CALIBRATION_ITERS = 2000
@@ -60,8 +61,7 @@ def _empty(x: Any) -> None:
 
 def harness_overhead_ns(x: Any, n: int = CALIBRATION_ITERS) -> float:
     """Median per-iteration cost of the timing loop itself (an empty callable through timed_loop)."""
-    samples = sorted(timed_loop(_empty, x, n)[0])
-    return float(samples[n // 2])
+    return median(timed_loop(_empty, x, n)[0])
 
 
 def cv(samples: list[int]) -> float:
@@ -75,9 +75,9 @@ def unsteadiness(wall: list[int], used: list[int], threads: int, retry_cv: float
     """How far a timed loop is from steady (<= 1: steady): its CV against retry_cv and, with one thread, how much
     its median wall time exceeds its median CPU time, against retry_contention."""
     score = cv(wall) / retry_cv if retry_cv > 0 else float("inf")
-    cpu = sorted(used)[len(used) // 2]
+    cpu = median(used)
     if threads == 1 and cpu > 0 and retry_contention > 0:
-        score = max(score, (sorted(wall)[len(wall) // 2] / cpu - 1) / retry_contention)
+        score = max(score, (median(wall) / cpu - 1) / retry_contention)
     return score
 
 
@@ -133,7 +133,7 @@ class Failure(Exception):
 
 
 def measure(artifact: str, iterations: int, warmup: int, threads: int, cpus: list[int] | None, *,
-            retries: int = 0, retry_cv: float = 0.10, retry_contention: float = 0.05,
+            retries: int = 0, retry_cv: float = UNSTABLE_CV, retry_contention: float = CONTENTION_BOUND,
             budget_s: float = float("inf")) -> dict[str, Any]:
     import export
     from export.core import format_spec, package_version
@@ -198,8 +198,8 @@ def main() -> None:
             return {"ok": False, "stage": "run", "error": f"unknown request {req.get('op')!r}"}
         try:
             m = measure(req["artifact"], req["iterations"], req["warmup"], req["threads"], cpus,
-                        retries=req.get("retries", 0), retry_cv=req.get("retry_cv", 0.10),
-                        retry_contention=req.get("retry_contention", 0.05),
+                        retries=req.get("retries", 0), retry_cv=req.get("retry_cv", UNSTABLE_CV),
+                        retry_contention=req.get("retry_contention", CONTENTION_BOUND),
                         budget_s=req.get("budget_s", float("inf")))
         except Failure as exc:
             return {"ok": False, "stage": exc.stage, "error": str(exc)}

@@ -179,7 +179,9 @@ def print_table(head: list[str], rows: list[list], *, title: str | None = None) 
     from rich.console import Console
     from rich.table import Table
 
-    t = Table(*head, title=title, box=None, pad_edge=False, header_style="bold", highlight=False)
+    t = Table(title=title, box=None, pad_edge=False, header_style="bold", highlight=False)
+    for h in head:
+        t.add_column(h, overflow="fold")  # wrap a long cell, never cut it
     for r in rows:
         t.add_row(*(str(c) for c in r))
     Console(highlight=False, soft_wrap=True, width=max(120, Console().width)).print(t)
