@@ -206,7 +206,7 @@ def test_tensorflow_loaded_first_does_not_crash(tmp_path):
     """`--format all` order: torch captured, TensorFlow loaded (as the TFLite converters do), then Core ML."""
     code = ("import torch._dynamo, tensorflow, export\n"
             f"a = export.export('mobilenetv3_small_100', 'coreml', 64, out={str(tmp_path)!r}, parity=False)\n"
-            "print(a.format, a.manifest['coreml']['op_count'])\n")
+            "print(a.format, a.manifest['details']['coreml']['op_count'])\n")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.startswith("coreml ")

@@ -89,8 +89,8 @@ def test_onnx2tf_fp16_is_weight_only_like_litert_torch(artifacts):
     from litert_torch.generative.quantize import quant_recipes
     from litert_torch.quantize import translate_recipe
 
-    m32 = _export(artifacts, "onnx2tf", "mobilenetv3_small_100", 128).manifest
-    m16 = _export(artifacts, "onnx2tf", "mobilenetv3_small_100", 128, "fp16").manifest
+    m32 = _flat(_export(artifacts, "onnx2tf", "mobilenetv3_small_100", 128))
+    m16 = _flat(_export(artifacts, "onnx2tf", "mobilenetv3_small_100", 128, "fp16"))
     record = m16["fp16"]
     assert "float32" in record["source"] and record["tool"].startswith("ai-edge-quantizer ")
     assert record["quantizer_recipe"] == translate_recipe.translate_to_ai_edge_recipe(
