@@ -1,5 +1,5 @@
-"""The hostile review's breaks, one test each (every one failed on the code before the fix): run ids that reach
-outside the reports folder, shell injection through make, manifests that point anywhere, a cache that served
+"""The hostile review's breaks, one test each (49 of these 50 fail on the code before the fixes, 80f4c3a): run ids
+that reach outside the reports folder, shell injection through make, manifests that point anywhere, a cache that served
 corrupt files and deleted what it did not understand, stores that are not ours / read-only / on a full disk,
 tracebacks instead of one line, values that cannot be honoured, two sweeps timing one device, and the smaller ones.
 
