@@ -21,7 +21,8 @@ from typing import Any
 
 from devices.base import Kind, MeasureError, Measurement
 from devices.subproc import Worker, WorkerError
-from models.common import CONTENTION_BOUND, UNSTABLE_CV, median
+from devices.worker import unsteadiness
+from models.common import CONTENTION_BOUND, UNSTABLE_CV
 from models.errors import ToolkitError
 
 
@@ -187,7 +188,9 @@ class HostDevice:
         if not reply.get("ok"):
             raise MeasureError(reply.get("error", "unknown error"), reply.get("stage", "run"))
         m = Measurement(**reply["measurement"])
-        self._retry.record(len(m.attempt_cvs), _unsteady(m, threads))
+        steady = unsteadiness(m.samples_ms, m.cpu_samples_ms or m.samples_ms, threads, UNSTABLE_CV,
+                              CONTENTION_BOUND) <= 1  # the worker's own rule
+        self._retry.record(len(m.attempt_cvs), not steady)
         return m
 
     def close(self) -> None:
@@ -195,18 +198,6 @@ class HostDevice:
             self._worker.close()
         self._worker = None
         self._threads = None
-
-
-def _unsteady(m: Measurement, threads: int) -> bool:
-    xs = m.samples_ms
-    mean = sum(xs) / len(xs)
-    cv = (sum((x - mean) ** 2 for x in xs) / (len(xs) - 1)) ** 0.5 / mean if mean > 0 else 0.0
-    if cv > UNSTABLE_CV:
-        return True
-    if threads == 1 and m.cpu_samples_ms:
-        cpu = median(m.cpu_samples_ms)
-        return cpu > 0 and median(xs) / cpu - 1 > CONTENTION_BOUND
-    return False
 
 
 KIND = Kind("host", HostProfile, HostDevice)

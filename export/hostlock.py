@@ -65,6 +65,14 @@ def _holder(f) -> str:
     return f"{info.get('owner', 'another process')} (pid {info.get('pid', '?')}, since {since})"
 
 
+def _write_owner(f, owner: str) -> None:
+    """Say in the lock file who holds it (read by whoever finds the lock taken)."""
+    f.seek(0)
+    f.truncate()
+    f.write(json.dumps({"owner": owner, "pid": os.getpid(), "since": time.time()}))
+    f.flush()
+
+
 def _say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
@@ -91,10 +99,7 @@ class DeviceLock:
                                    "or run again when it is done") from None
             self.say(f"waiting for device {self.device}: it is being timed by {holder}")
             fcntl.flock(f, fcntl.LOCK_EX)
-        f.seek(0)
-        f.truncate()
-        f.write(json.dumps({"owner": self.owner, "pid": os.getpid(), "since": time.time()}))
-        f.flush()
+        _write_owner(f, self.owner)
         self._f = f
         return self
 
@@ -102,10 +107,7 @@ class DeviceLock:
         """Say who holds the device (e.g. once the run id is known)."""
         self.owner = owner
         if self._f is not None:
-            self._f.seek(0)
-            self._f.truncate()
-            self._f.write(json.dumps({"owner": owner, "pid": os.getpid(), "since": time.time()}))
-            self._f.flush()
+            _write_owner(self._f, owner)
 
     def __exit__(self, *exc) -> None:
         if self._f is not None:
@@ -128,10 +130,7 @@ def timing_cores(owner: str, say: Callable[[str], None] = _say) -> Iterator[None
             say("waiting for an export on this machine to finish before timing (a conversion next door spoils "
                 "timed loops)")
             fcntl.flock(f, fcntl.LOCK_EX)
-        f.seek(0)
-        f.truncate()
-        f.write(json.dumps({"owner": owner, "pid": os.getpid(), "since": time.time()}))
-        f.flush()
+        _write_owner(f, owner)
         yield
     finally:
         with contextlib.suppress(OSError):

@@ -112,11 +112,6 @@ def bounded_int(option: str, lo: int, hi: int):
     return parse
 
 
-def same_filesystem_tmp(final: Path, tag: str) -> Path:
-    """A sibling name for a temporary file or directory that will be renamed onto `final`."""
-    return final.with_name(f".{final.name}.{tag}-{os.getpid()}")
-
-
 # --------------------------------------------------------------------------------------------- measurement facts
 # A timed cell is unstable when its coefficient of variation is above UNSTABLE_CV or, with one thread, its median
 # wall time is more than CONTENTION_BOUND above its median CPU time (a neighbour had the core). docs/bench.md has
