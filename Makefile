@@ -12,7 +12,8 @@ VENV       := .venv
 PY         := $(VENV)/bin/python
 
 # export: make export TARGET=coreml MODEL=<name>[:key=value] RES=224 [PRECISION=fp16]
-# bench:  make bench [MODELS=a,b] [FORMATS=onnx,tflite] [RES=128,224] [ITERS=100] [WARMUP=10] [THREADS=1]
+# bench:  make bench [MODELS=a,b] [FORMATS=onnx,tflite] [RES=128,224] [ITERS=100] [ROUNDS=10] [WARMUP=10]
+#                    [THREADS=1]
 #                    [DEVICE=host] [PROFILES=my-devices.toml]
 # A variable left unset is not passed at all: the defaults live in one place (models/defaults.py and the tools'
 # own --help), not here.
@@ -21,7 +22,7 @@ TARGET     ?= all
 # text), reaches the recipes through the environment and is expanded by the shell inside double quotes
 # ("$$MODEL"), never pasted into the recipe text: `make export MODEL='x; rm -rf ~'` is just a bad model name.
 # (PYTEST_ARGS is split into words, with globbing off, and never evaluated.)
-USER_VARS  := TARGET MODEL PRECISION MODELS FORMATS ITERS WARMUP THREADS DEVICE PROFILES RES PYTEST_ARGS
+USER_VARS  := TARGET MODEL PRECISION MODELS FORMATS ITERS ROUNDS WARMUP THREADS DEVICE PROFILES RES PYTEST_ARGS
 $(foreach v,$(USER_VARS),$(eval override $(v) := $$(value $(v))))
 export PYTHON VENV_CACHE VENV_DIR $(USER_VARS)
 
@@ -56,7 +57,8 @@ export: setup
 bench: setup
 	$(PY) -m bench run $${DEVICE:+--device "$$DEVICE"} $${PROFILES:+--profiles "$$PROFILES"} \
 	  $${MODELS:+--models "$$MODELS"} $${FORMATS:+--formats "$$FORMATS"} $${RES:+--res "$$RES"} \
-	  $${ITERS:+--iters "$$ITERS"} $${WARMUP:+--warmup "$$WARMUP"} $${THREADS:+--threads "$$THREADS"}
+	  $${ITERS:+--iters "$$ITERS"} $${ROUNDS:+--rounds "$$ROUNDS"} $${WARMUP:+--warmup "$$WARMUP"} \
+	  $${THREADS:+--threads "$$THREADS"}
 
 report: setup
 	$(PY) -m bench report

@@ -69,10 +69,21 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--formats", default=DEFAULT_FORMATS,
                    help=f"comma list of {', '.join(FORMATS)}, or all (default: %(default)s)")
     r.add_argument("--res", default=DEFAULT_RES, help="comma list of N or HxW (default: %(default)s)")
-    r.add_argument("--iters", type=bounded_int("--iters", 2, 1_000_000), default=100,
-                   help="timed iterations per cell (default: 100)")
+    r.add_argument("--iters", type=bounded_int("--iters", 2, 1_000_000), default=None,
+                   help="timed iterations per cell, = rounds x per-round (default: 100)")
+    r.add_argument("--rounds", type=bounded_int("--rounds", 1, 10_000), default=None,
+                   help="interleaved rounds: the models compared at a resolution take turns, in a fresh random "
+                        "order each round, so machine drift lands on all of them alike; 1 = one burst per cell "
+                        "(default: 10)")
+    r.add_argument("--per-round", type=bounded_int("--per-round", 1, 1_000_000), default=None,
+                   help="timed iterations of each model per round (default: iters / rounds = 10)")
+    r.add_argument("--max-rounds", type=bounded_int("--max-rounds", 1, 10_000), default=None,
+                   help="a group whose ratio intervals stay wider than +-3%% gets more rounds, up to this many; "
+                        "= --rounds turns that off (default: 2 x rounds)")
+    r.add_argument("--switch-warmup", type=bounded_int("--switch-warmup", 0, 1000), default=None,
+                   help="untimed iterations each time a model is switched in (default: 2, measured: docs/bench.md)")
     r.add_argument("--warmup", type=bounded_int("--warmup", 0, 1_000_000), default=10,
-                   help="untimed runs before timing (default: 10)")
+                   help="untimed runs of each model after loading, before the rounds (default: 10)")
     r.add_argument("--threads", default="1", help="runtime threads; a comma list sweeps several (default: 1)")
     r.add_argument("--converter", help="comma list of converters to use where a format has several, e.g. "
                                        "litert-torch,onnx2tf for tflite (default: each format's default)")
@@ -80,11 +91,6 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--timeout", type=finite_positive("--timeout"), default=300.0,
                    help="seconds a cell may take (load + warm-up + timing) before its runtime is killed and the "
                         "cell stored as failed (default: 300)")
-    r.add_argument("--retries", type=bounded_int("--retries", 0, 100), default=None,
-                   help="re-time an unstable cell (CV above 10%%, or with one thread wall time 5%% above CPU time: "
-                        "a neighbour had the core) up to this many times, keeping the steadiest attempt; paused "
-                        "while retries keep failing; a host setting, overriding its profile's `retries`; 0 = never "
-                        "(default: the profile's, 2)")
     r.add_argument("--export-timeout", type=finite_positive("--export-timeout"), default=1800.0,
                    help="seconds one export may take before the converter is killed (default: 1800)")
     r.add_argument("--export-jobs", type=bounded_int("--export-jobs", 1, 64), default=min(2, os.cpu_count() or 1),
@@ -120,13 +126,17 @@ def main(argv: list[str] | None = None) -> int:
 
 def cmd_run(args: argparse.Namespace, argv: list[str] | None) -> int:
     from bench import sweep
+    from devices.rounds import DEFAULT_SWITCH_WARMUP
 
     sweep_args = sweep.parse_args(device=args.device, models_arg=args.models, formats=args.formats, res=args.res,
                                   iters=args.iters, warmup=args.warmup, threads=args.threads,
-                                  converter=args.converter, precision=args.precision)
+                                  converter=args.converter, precision=args.precision, rounds=args.rounds,
+                                  per_round=args.per_round, max_rounds=args.max_rounds,
+                                  switch_warmup=DEFAULT_SWITCH_WARMUP if args.switch_warmup is None
+                                  else args.switch_warmup)
     opts = sweep.Options(store=args.store, reports=args.reports, artifacts=args.artifacts, run_id=args.run_id,
                          new=args.new, seed=args.seed, timeout=args.timeout, export_timeout=args.export_timeout,
-                         retries=args.retries, export_jobs=args.export_jobs,
+                         export_jobs=args.export_jobs,
                          retry_failed=args.retry_failed, report=not args.no_report, wait=args.wait,
                          profiles=args.profiles,
                          argv=["python", "-m", "bench", *(argv if argv is not None else sys.argv[1:])])
@@ -180,9 +190,10 @@ def cmd_list(args: argparse.Namespace, argv: list[str] | None) -> int:
     rows = []
     for r in runs:
         a = r["args"] if isinstance(r["args"], dict) else {}
+        rounds = f" = {a['rounds']} x {a['per_round']}" if a.get("rounds") else ""
         summary = (f"{','.join(a.get('models', []))} | {','.join(a.get('formats', []))} | res "
-                   f"{','.join(a.get('resolutions', []))} | iters {a.get('iterations')} warmup {a.get('warmup')} "
-                   f"threads {','.join(map(str, a.get('threads', [])))}")
+                   f"{','.join(a.get('resolutions', []))} | iters {a.get('iterations')}{rounds} warmup "
+                   f"{a.get('warmup')} threads {','.join(map(str, a.get('threads', [])))}")
         rows.append([r["run_id"], (r["created"] or "")[:19].replace("T", " "), f"{r['cells_done']}/{r['cells_total']}",
                      r["cells_ok"], r["cells_failed"], r["cells_not_run"], r["unstable"], summary])
     print_table(["run id", "created (UTC)", "done", "ok", "failed", "not run", "unstable", "arguments"], rows)
@@ -229,7 +240,38 @@ def cmd_compare(args: argparse.Namespace, argv: list[str] | None) -> int:
     only = len(set(a) ^ set(b))
     if only:
         print(f"({only} measured cell(s) appear in only one of the runs)")
+    _compare_ratios(store, args.run_a, args.run_b)
     return 0
+
+
+def _compare_ratios(store, run_a: str, run_b: str) -> None:
+    """The report's slowdown ratios of both runs, point by point: B/A, and whether B's ratio lies inside A's 95%
+    interval (how far to trust one run's intervals about the next run)."""
+    from bench import stats
+    from bench.analysis import analyse
+
+    pa, pb = (analyse(store.run(r), store.cells(r)) for r in (run_a, run_b))
+    points_a = {(p.runtime, p.numer, p.denom, lbl): q for p in pa.pairs for q, lbl in zip(p.curve.points, p.labels)}
+    rows, ratios, inside = [], [], []
+    for p in pb.pairs:
+        for q, lbl in zip(p.curve.points, p.labels):
+            qa = points_a.get((p.runtime, p.numer, p.denom, lbl))
+            if qa is None:
+                continue
+            ratios.append(q.ratio / qa.ratio)
+            inside.append(qa.low <= q.ratio <= qa.high)
+            rows.append([p.runtime, f"{p.numer} / {p.denom}", lbl, f"{qa.ratio:.3f} ({qa.low:.2f}-{qa.high:.2f})",
+                         f"{q.ratio:.3f} ({q.low:.2f}-{q.high:.2f})", f"{q.ratio / qa.ratio:.3f}",
+                         "yes" if inside[-1] else "no"])
+    if not rows:
+        print("slowdown ratios: no subject / baseline point in common")
+        return
+    print(f"\nslowdown ratios (subject / baseline), A = {run_a}, B = {run_b}")
+    print_table(["runtime", "pair", "res", "A ratio (95% CI)", "B ratio (95% CI)", "B/A", "B inside A's CI"], rows)
+    s = stats.spread(ratios)
+    print(f"slowdown ratios: n={s['n']}, median |B/A - 1| = {s['median_abs_dev']:.1%}, max = {s['max_abs_dev']:.1%}, "
+          f"within 5%: {s['within_5pct']:.0%}; B's ratio inside A's 95% interval: {sum(inside)}/{len(inside)} "
+          f"({sum(inside) / len(inside):.0%})")
 
 
 def _match_key(c: dict) -> tuple:

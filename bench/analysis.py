@@ -26,7 +26,14 @@ from models.common import median
 SUBJECT, BASELINE = "subject", "baseline"
 UNSTABLE_RULE = (f"CV above {stats.UNSTABLE_CV:.0%}, or with one thread a median wall time more than "
                  f"{stats.CONTENTION_BOUND:.0%} above the median CPU time")
+ROUND_RULE = f"its per-round medians disagree by more than {stats.ROUND_CV_BOUND:.0%} (CV over rounds)"
 PLOT_NAMES = ("latency", "ratio", "crossover", "throughput")  # each is <name>.png in the report folder
+
+
+def point_data(x: dict[str, Any], y: dict[str, Any]) -> stats.PointData:
+    """Two stored cells as one ratio point's data: their rounds pair only if one group session timed both."""
+    paired = bool(x.get("session")) and x.get("session") == y.get("session")
+    return stats.PointData(x["samples_ms"], y["samples_ms"], x.get("rounds"), y.get("rounds"), paired)
 
 
 def res_equiv(h: int, w: int) -> float:
@@ -128,8 +135,8 @@ def analyse(run: dict[str, Any], rows: list[dict[str, Any]], roles: Roles | None
                           if (r["height"], r["width"]) in theirs]
                 if not common:
                     continue
-                curve = stats.ratio_curve([x["res_equiv"] for x, _ in common], [x["samples_ms"] for x, _ in common],
-                                          [y["samples_ms"] for _, y in common])
+                curve = stats.ratio_curve([x["res_equiv"] for x, _ in common],
+                                          points=[point_data(x, y) for x, y in common])
                 cpu = [x["cpu_median_ms"] / y["cpu_median_ms"] if x.get("cpu_median_ms") and y.get("cpu_median_ms")
                        and x["threads"] == 1 else None for x, y in common]
                 a.pairs.append(Pair(rt, mf, other, fam[other], [x["res_label"] for x, _ in common], curve,
@@ -210,9 +217,40 @@ def crossover_text(p: Pair) -> str:
     return text
 
 
-def contention_lines(a: Analysis) -> list[str]:
-    """How much a busy machine inflated the wall-clock figures (one-thread cells: median wall / median CPU)."""
+def noise_lines(a: Analysis) -> list[str]:
+    """One sentence on how noisy the machine was during the run, from the cells' round disagreement (runs timed in
+    rounds) and the switch warm-up check."""
     ok = [r for r in a.rows if r["status"] == "ok"]
+    rcv = sorted(r["round_cv"] for r in ok if r.get("round_cv") is not None)
+    if not rcv:
+        return []
+    worst = max((r for r in ok if r.get("round_cv") is not None), key=lambda r: r["round_cv"])
+    unstable = sum(bool(r["unstable"]) for r in ok if r.get("round_cv") is not None)
+    n_rounds = sorted({r["n_rounds"] for r in ok if r.get("n_rounds")})
+    rounds = f"{n_rounds[0]}" if len(n_rounds) == 1 else f"{n_rounds[0]}-{n_rounds[-1]}"
+    level = "quiet" if median(rcv) <= stats.ROUND_CV_BOUND / 3 else "noisy" if median(rcv) > stats.ROUND_CV_BOUND \
+        else "moderately noisy"
+    text = (f"Machine noise during this run: {level}. A cell's per-round medians varied by {median(rcv):.1%} "
+            f"(median over {len(rcv)} cells, {rounds} rounds each) and by up to {worst['round_cv']:.1%} "
+            f"({worst['model_label']} {worst['runtime']} {worst['res_label']}); {unstable} cell(s) unstable "
+            f"({ROUND_RULE}).")
+    wide = [(p, pt, lbl) for p in a.pairs for pt, lbl in zip(p.curve.points, p.labels) if pt.wide]
+    if wide:
+        text += (f" {len(wide)} ratio point(s) have a 95% interval wider than +-{stats.WIDE_HALF_WIDTH:.0%} and are "
+                 "marked `~` in the ratio tables.")
+    ex = [e for e in (stats.chunk_excess(r["samples_ms"], r.get("rounds")) for r in ok if r.get("rounds")) if e]
+    if ex:
+        first = median(e[0] for e in ex)
+        sw = sorted({r["switch_warmup"] for r in ok if r.get("switch_warmup") is not None})
+        text += (f" After {', '.join(map(str, sw))} untimed iteration(s) per switch, the first timed iteration of a "
+                 f"chunk ran {first:+.1%} against its chunk's median (median over cells).")
+    return [text]
+
+
+def contention_lines(a: Analysis) -> list[str]:
+    """How much a busy machine inflated the wall-clock figures of single-burst cells (one thread: median wall /
+    median CPU). Runs timed in rounds say it with noise_lines instead."""
+    ok = [r for r in a.rows if r["status"] == "ok" and r.get("round_cv") is None]
     unstable = [r for r in ok if r["unstable"]]
     inflation = sorted(r["wall_over_cpu"] for r in ok if r["wall_over_cpu"] and r["threads"] == 1)
     if not unstable or not inflation:
@@ -236,7 +274,7 @@ def answer(a: Analysis, strong: Callable[[str], str] = markdown_strong) -> list[
     items = [pair_sentence(p, strong) for p in a.pairs]
     if any(any(p.unstable) for p in a.pairs):
         items.append("Points that involve a cell flagged unstable are marked `*` in the ratio tables below.")
-    return items + contention_lines(a)
+    return items + noise_lines(a) + contention_lines(a)
 
 
 def console_lines(a: Analysis) -> list[str]:

@@ -99,6 +99,10 @@ def plot_ratio(a: Analysis, path: Path) -> None:
             line, = ax.plot(xs, p.curve.ratios, marker="o", ms=3, label=f"{p.numer} / {p.denom}")
             ax.fill_between(xs, [q.low for q in p.curve.points], [q.high for q in p.curve.points],
                             color=line.get_color(), alpha=0.2)
+            wide = [q for q in p.curve.points if q.wide]  # intervals wider than +-5%: hollow rings, not hidden
+            if wide:
+                ax.plot([q.x for q in wide], [q.ratio for q in wide], ls="none", marker="o", ms=8, mfc="none",
+                        color=line.get_color())
             for x in p.curve.crossings:
                 ax.axvline(x, color=line.get_color(), ls=":", lw=1)
             cpu = [(x, c) for x, c in zip(xs, p.cpu_ratios) if c is not None]

@@ -1,28 +1,37 @@
 """Statistics of latency samples, slowdown ratios and crossovers. Pure functions of their inputs (no I/O).
 
-Per cell (summarize):
-  mean     the plain average of the timed iterations: "the 100-iteration average" users ask for;
-  median, p10, p90   linear-interpolation percentiles (numpy's default, Hyndman-Fan type 7);
-  std      sample standard deviation (n - 1);  cv = std / mean;
-  min, max;
-  ci95     95% confidence interval of the mean, mean +- t(0.975, n-1) * std / sqrt(n) (Student t).
+Samples come in rounds (devices/rounds.py): a cell's 100 timed iterations are R rounds of K, interleaved with the
+other cells of its group, and every sample carries its round. A run made with `--rounds 1` has one round per cell
+(the classic single burst); every definition below says what it does then.
 
-Unstable cells, two tests, both from measurement on this shared 2-core VM (other engineers' converters and test
-suites keep both cores busy for minutes at a time):
-  * CV above UNSTABLE_CV = 0.10. A quiet cell shows a CV of 2-6% here; a neighbour's burst inside the timed
-    loop (the process preempted for a 4 ms CFS slice every few iterations) gives 10-130%.
-  * with one thread, median wall time more than CONTENTION_BOUND = 5% above median CPU time of the process.
-    Measured here: a quiet cell has wall = CPU within 1%; while a neighbour shares the core every iteration is
-    stretched by about 1.5x, evenly, so the CV stays low and the CV test alone misses it (two runs of the same
-    sweep then differed by 40-50% on cells with a CV under 10%). The median CPU time of a one-thread inference is
-    what the model costs when it has the core to itself; wall time above it is time spent waiting for the core.
+Per cell (summarize):
+  mean     the plain average of all timed iterations: "the 100-iteration average" users ask for;
+  median, p10, p90   linear-interpolation percentiles (numpy's default, Hyndman-Fan type 7);
+  std      sample standard deviation (n - 1);  cv = std / mean;  min, max;
+  ci95     95% interval of the mean. With rounds: mean +- t(0.975, R-1) * sd(round means) / sqrt(R), so drift
+           between rounds widens it; with one round: t(0.975, n-1) * std / sqrt(n) over the iterations (which
+           cannot see drift outside the burst);
+  round_cv the spread of the cell's per-round medians: their standard deviation over their median.
+
+Unstable cells. With rounds: the rounds disagree, round_cv above ROUND_CV_BOUND (the bound and the measurement
+behind it: docs/bench.md, "Rounds"). A high CV inside a chunk is not by itself a reason: the medians ignore it.
+With one round (no rounds to compare), the single-burst rules measured on this shared 2-core VM apply:
+  * CV above UNSTABLE_CV = 0.10 (a quiet burst shows 2-6% here; a neighbour's burst inside it 10-130%);
+  * with one thread, median wall time more than CONTENTION_BOUND = 5% above median CPU time (a neighbour sharing
+    the core stretches every iteration ~1.5x evenly, which the CV misses).
 An unstable cell's figures are kept and reported, flagged, never silently dropped.
 
-Ratios (ratio_curve): the subject's median over a baseline's median at each resolution, with a percentile
-bootstrap interval (each cell's raw samples resampled with replacement, medians recomputed, N_BOOT times, seeded,
-so a report re-renders identically). The median is used rather than the mean because a shared machine's bursts
-land on the mean. Crossover: where ratio - 1 changes sign between two neighbouring resolutions, interpolated
-linearly in resolution; none in range otherwise. Its interval comes from the same bootstrap replicates.
+Ratios (ratio_curve), per resolution, subject over baseline:
+  paired rounds (both cells timed in the same group session, >= 2 common rounds): the ratio of the two cells'
+           medians in each round (both met the same machine), summarised as the median of the per-round ratios;
+           its 95% interval is a percentile bootstrap over rounds (the per-round ratios resampled with replacement);
+  unpaired rounds (timed in different sessions, e.g. a group split by a resume): median over median, the interval
+           from resampling each cell's per-round medians independently;
+  one round: median over median, the interval from resampling iterations (the old single-burst interval).
+  Every bootstrap is seeded (N_BOOT replicates), so a report re-renders identically.
+Crossover: where ratio - 1 changes sign between two neighbouring resolutions, interpolated linearly in resolution;
+none in range otherwise. Its interval: the crossings of the same bootstrap replicate curves.
+A point is wide when its interval's half-width exceeds WIDE_HALF_WIDTH of the ratio; the report marks it.
 """
 
 from __future__ import annotations
@@ -38,6 +47,9 @@ from models.common import CONTENTION_BOUND, UNSTABLE_CV  # noqa: E402  (one home
 N_BOOT = 2000
 BOOT_SEED = 20240
 LEVEL = 0.95
+ROUND_CV_BOUND = 0.05  # per-round medians of a cell disagreeing more than this: unstable (docs/bench.md, "Rounds")
+WIDE_HALF_WIDTH = 0.05  # a ratio point whose 95% interval is wider than +-5% of the ratio is marked wide
+ADAPT_HALF_WIDTH = 0.03  # a group gets extra rounds while one of its intervals is wider than +-3% (bench/sweep.py)
 
 
 @dataclass(frozen=True)
@@ -56,6 +68,8 @@ class Summary:
     unstable: bool
     cpu_median: float | None = None  # median CPU time per iteration, when given
     contention: float | None = None  # median wall / median CPU - 1 (one thread only)
+    n_rounds: int = 1
+    round_cv: float | None = None  # spread of the per-round medians (None with one round)
 
     def as_dict(self) -> dict[str, float | int | bool | None]:
         return asdict(self)
@@ -68,24 +82,70 @@ def t_quantile(p: float, df: int) -> float:
     return float(t.ppf(p, df))
 
 
+def by_round(samples: Sequence[float], rounds: Sequence[int] | None) -> dict[int, np.ndarray]:
+    """The samples of each round (one round, 0, when rounds are not known)."""
+    x = np.asarray(samples, dtype=np.float64)
+    if rounds is None or len(rounds) != x.size:
+        return {0: x}
+    r = np.asarray(rounds)
+    return {int(k): x[r == k] for k in np.unique(r)}
+
+
+def round_medians(samples: Sequence[float], rounds: Sequence[int] | None) -> dict[int, float]:
+    return {k: float(np.median(v)) for k, v in by_round(samples, rounds).items()}
+
+
+def round_cv(samples: Sequence[float], rounds: Sequence[int] | None) -> float | None:
+    """Standard deviation of the per-round medians over their median; None with fewer than two rounds."""
+    meds = np.asarray(list(round_medians(samples, rounds).values()))
+    if meds.size < 2:
+        return None
+    return float(meds.std(ddof=1) / np.median(meds))
+
+
 def summarize(samples: Sequence[float], cpu_samples: Sequence[float] | None = None, *, threads: int = 1,
-              unstable_cv: float = UNSTABLE_CV, contention_bound: float = CONTENTION_BOUND) -> Summary:
-    """Statistics of one cell's raw latency samples (at least two), and its CPU-time samples if given."""
+              rounds: Sequence[int] | None = None, unstable_cv: float = UNSTABLE_CV,
+              contention_bound: float = CONTENTION_BOUND, round_bound: float = ROUND_CV_BOUND) -> Summary:
+    """Statistics of one cell's raw latency samples (at least two), their rounds and CPU-time samples if given."""
     x = np.asarray(samples, dtype=np.float64)
     n = int(x.size)
     if n < 2:
         raise ValueError(f"need at least two samples, got {n}")
     mean = float(x.mean())
     std = float(x.std(ddof=1))
-    half = t_quantile(0.5 + LEVEL / 2, n - 1) * std / math.sqrt(n)
+    groups = by_round(x, rounds)
+    n_rounds = len(groups)
+    if n_rounds >= 2:
+        means = np.asarray([g.mean() for g in groups.values()])
+        half = t_quantile(0.5 + LEVEL / 2, n_rounds - 1) * float(means.std(ddof=1)) / math.sqrt(n_rounds)
+    else:
+        half = t_quantile(0.5 + LEVEL / 2, n - 1) * std / math.sqrt(n)
     p10, median, p90 = (float(v) for v in np.percentile(x, [10, 50, 90]))
     cv = std / mean if mean > 0 else float("inf")
     cpu_median = float(np.median(cpu_samples)) if cpu_samples is not None and len(cpu_samples) else None
     contention = median / cpu_median - 1 if cpu_median and threads == 1 else None
-    unstable = cv > unstable_cv or (contention is not None and contention > contention_bound)
+    rcv = round_cv(x, rounds) if n_rounds >= 2 else None
+    if rcv is not None:
+        unstable = rcv > round_bound
+    else:
+        unstable = cv > unstable_cv or (contention is not None and contention > contention_bound)
     return Summary(n=n, mean=mean, median=median, p10=p10, p90=p90, std=std, min=float(x.min()),
                    max=float(x.max()), cv=cv, ci95_low=mean - half, ci95_high=mean + half, unstable=unstable,
-                   cpu_median=cpu_median, contention=contention)
+                   cpu_median=cpu_median, contention=contention, n_rounds=n_rounds, round_cv=rcv)
+
+
+def chunk_excess(samples: Sequence[float], rounds: Sequence[int] | None, positions: int = 3) -> list[float] | None:
+    """How much slower the first `positions` timed iterations of a chunk ran than the chunk's median (median over
+    the chunks, as fractions: 0.3 = 30% slower). After enough untimed iterations per switch these are ~0; this is
+    how the switch warm-up was chosen and how every run checks it. None with one round."""
+    groups = by_round(samples, rounds)
+    if len(groups) < 2:
+        return None
+    out = []
+    for j in range(positions):
+        vals = [g[j] / np.median(g) - 1 for g in groups.values() if g.size > max(j, 2)]
+        out.append(float(np.median(vals)) if vals else float("nan"))
+    return out
 
 
 # --------------------------------------------------------------------------------------------- ratios, crossovers
@@ -107,6 +167,17 @@ class RatioPoint:
     ratio: float
     low: float
     high: float
+    method: str = "rounds"  # rounds (paired per-round ratios) | unpaired (rounds of different sessions) | iterations
+    n_rounds: int = 1  # rounds the interval resampled (iterations: 1)
+
+    @property
+    def half_width(self) -> float:
+        """The interval's half-width relative to the ratio."""
+        return (self.high - self.low) / 2 / self.ratio if self.ratio > 0 else float("inf")
+
+    @property
+    def wide(self) -> bool:
+        return self.half_width > WIDE_HALF_WIDTH
 
 
 @dataclass(frozen=True)
@@ -132,33 +203,79 @@ def _boot_medians(samples: Sequence[float], rng: np.random.Generator, n_boot: in
     return np.median(x[idx], axis=1)
 
 
-def ratio_curve(xs: Sequence[float], numer: Sequence[Sequence[float]], denom: Sequence[Sequence[float]], *,
+def paired_round_ratios(a: Sequence[float], a_rounds: Sequence[int], b: Sequence[float],
+                        b_rounds: Sequence[int]) -> np.ndarray:
+    """median(a in round k) / median(b in round k) for every round both have."""
+    ma, mb = round_medians(a, a_rounds), round_medians(b, b_rounds)
+    return np.asarray([ma[k] / mb[k] for k in sorted(set(ma) & set(mb))])
+
+
+@dataclass(frozen=True)
+class PointData:
+    """One resolution of a ratio curve: both cells' samples, their rounds, and whether their rounds are paired
+    (timed in the same group session, so round k of one met the same machine as round k of the other)."""
+
+    numer: Sequence[float]
+    denom: Sequence[float]
+    numer_rounds: Sequence[int] | None = None
+    denom_rounds: Sequence[int] | None = None
+    paired: bool = True
+
+
+def ratio_point(x: float, d: PointData, rng: np.random.Generator, n_boot: int,
+                level: float = LEVEL) -> tuple[RatioPoint, np.ndarray]:
+    """The point estimate, its interval and its bootstrap replicates (see the module docstring for the methods)."""
+    lo_q, hi_q = 100 * (1 - level) / 2, 100 * (1 + level) / 2
+    ra, rb = by_round(d.numer, d.numer_rounds), by_round(d.denom, d.denom_rounds)
+    if d.paired and len(set(ra) & set(rb)) >= 2:
+        per_round = paired_round_ratios(d.numer, d.numer_rounds, d.denom, d.denom_rounds)
+        ratio, reps, method, n = float(np.median(per_round)), _boot_medians(per_round, rng, n_boot), "rounds", \
+            per_round.size
+    elif len(ra) >= 2 and len(rb) >= 2:
+        ma = [float(np.median(v)) for v in ra.values()]
+        mb = [float(np.median(v)) for v in rb.values()]
+        ratio = float(np.median(ma) / np.median(mb))
+        reps, method, n = _boot_medians(ma, rng, n_boot) / _boot_medians(mb, rng, n_boot), "unpaired", \
+            min(len(ma), len(mb))
+    else:
+        ratio = float(np.median(d.numer) / np.median(d.denom))
+        reps, method, n = _boot_medians(d.numer, rng, n_boot) / _boot_medians(d.denom, rng, n_boot), "iterations", 1
+    low, high = (float(v) for v in np.percentile(reps, [lo_q, hi_q]))
+    return RatioPoint(float(x), ratio, min(low, ratio), max(high, ratio), method, n), reps
+
+
+def ratio_curve(xs: Sequence[float], numer: Sequence[Sequence[float]] | None = None,
+                denom: Sequence[Sequence[float]] | None = None, *, points: Sequence[PointData] | None = None,
                 n_boot: int = N_BOOT, seed: int = BOOT_SEED, level: float = LEVEL) -> RatioCurve:
-    """Median(numer[i]) / median(denom[i]) at each x, with bootstrap intervals and the crossover of 1.
+    """The subject-over-baseline ratio at each x, with bootstrap intervals and the crossover of 1.
 
     Args:
         xs: resolutions, ascending.
-        numer, denom: raw samples per resolution (e.g. the subject's and a baseline's).
+        points: per resolution, both cells' samples with their rounds (PointData); or, for samples without rounds,
+            numer and denom: raw samples per resolution (the subject's and a baseline's).
     """
-    if not (len(xs) == len(numer) == len(denom)):
-        raise ValueError("xs, numer and denom must have the same length")
+    if points is None:
+        if numer is None or denom is None or len(numer) != len(denom):
+            raise ValueError("give points, or numer and denom of the same length")
+        points = [PointData(a, b) for a, b in zip(numer, denom)]
+    if len(xs) != len(points):
+        raise ValueError("xs and the points must have the same length")
     rng = np.random.default_rng(seed)
     lo_q, hi_q = 100 * (1 - level) / 2, 100 * (1 + level) / 2
     reps = np.empty((n_boot, len(xs)))
-    points = []
-    for i, (a, b) in enumerate(zip(numer, denom)):
-        ratio = float(np.median(a) / np.median(b))
-        reps[:, i] = _boot_medians(a, rng, n_boot) / _boot_medians(b, rng, n_boot)
-        low, high = (float(v) for v in np.percentile(reps[:, i], [lo_q, hi_q]))
-        points.append(RatioPoint(float(xs[i]), ratio, low, high))
-    found = crossings([p.x for p in points], [p.ratio for p in points])
+    pts = []
+    for i, d in enumerate(points):
+        pt, reps[:, i] = ratio_point(xs[i], d, rng, n_boot, level)
+        pts.append(pt)
+    found = crossings([p.x for p in pts], [p.ratio for p in pts])
     rep_cross = [crossings(list(xs), list(r)) for r in reps]
     share = float(np.mean([bool(c) for c in rep_cross])) if n_boot else 0.0
     c_low = c_high = None
     if found:
         near = [min(c, key=lambda v: abs(v - found[0])) for c in rep_cross if c]
         c_low, c_high = (float(v) for v in np.percentile(near, [lo_q, hi_q]))
-    return RatioCurve(points, found, c_low, c_high, share)
+        c_low, c_high = min(c_low, found[0]), max(c_high, found[0])
+    return RatioCurve(pts, found, c_low, c_high, share)
 
 
 def spread(ratios: Sequence[float]) -> dict[str, float]:

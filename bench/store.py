@@ -47,7 +47,11 @@ CELL_COLUMNS = {
     "unstable": "INTEGER", "load_ms": "REAL", "first_ms": "REAL", "peak_rss_mb": "REAL", "overhead_us": "REAL",
     "loadavg": "REAL", "cpus": "TEXT", "runtime_versions": "TEXT",
     "cpu_median_ms": "REAL",  # median process CPU time per iteration (with 1 thread: the uncontended cost)
-    "attempts": "INTEGER", "attempt_cvs": "TEXT",  # timed attempts made (retries of unstable loops), their CVs
+    "attempts": "INTEGER", "attempt_cvs": "TEXT",  # runs before rounds: timed attempts (retries), their CVs
+    "session": "TEXT",  # the group timing this cell was part of: cells of one session have paired rounds
+    "n_rounds": "INTEGER", "per_round": "INTEGER", "switch_warmup": "INTEGER",
+    "round_cv": "REAL",  # spread of the per-round medians (bench/stats.py)
+    "rounds": "TEXT",  # JSON: the round of each sample in samples_ms (NULL: one burst)
     "artifact": "TEXT", "artifact_bytes": "INTEGER", "export_seconds": "REAL",
     "parity_verdict": "TEXT", "parity_max_rel": "REAL", "parity_cosine": "REAL", "parity_top1": "REAL",
     "status": "TEXT NOT NULL",  # ok | failed | not run: <reason>
@@ -277,14 +281,22 @@ class Store:
 
     def add_cell(self, row: dict[str, Any]) -> bool:
         """Store one cell in its own transaction; False if the cell was stored already (by another process)."""
-        unknown_cols = set(row) - set(CELL_COLUMNS)
-        if unknown_cols:
-            raise ValueError(f"unknown cell columns: {sorted(unknown_cols)}")
-        cols = ", ".join(row)
+        return self.add_cells([row]) == 1
+
+    def add_cells(self, rows: list[dict[str, Any]]) -> int:
+        """Store cells in one transaction (all or none); returns how many were new (others were stored already)."""
+        for row in rows:
+            unknown_cols = set(row) - set(CELL_COLUMNS)
+            if unknown_cols:
+                raise ValueError(f"unknown cell columns: {sorted(unknown_cols)}")
+        added = 0
         with self.transaction() as c:
-            cur = c.execute(f"INSERT OR IGNORE INTO cells ({cols}) VALUES ({', '.join('?' * len(row))})",
-                            tuple(row.values()))
-            return cur.rowcount == 1
+            for row in rows:
+                cols = ", ".join(row)
+                cur = c.execute(f"INSERT OR IGNORE INTO cells ({cols}) VALUES ({', '.join('?' * len(row))})",
+                                tuple(row.values()))
+                added += cur.rowcount == 1
+        return added
 
     def delete_failed(self, run_id: str) -> int:
         with self.transaction() as c:
@@ -298,7 +310,8 @@ class Store:
         for r in rows:
             for k in CELL_COLUMNS:  # a read-only store of an older version lacks the newer columns
                 r.setdefault(k, None)
-            for k in ("overrides", "samples_ms", "cpu_samples_ms", "cpus", "runtime_versions", "attempt_cvs"):
+            for k in ("overrides", "samples_ms", "cpu_samples_ms", "cpus", "runtime_versions", "attempt_cvs",
+                      "rounds"):
                 r[k] = json.loads(r[k]) if r.get(k) else ({} if k in ("overrides", "runtime_versions") else None)
             r["unstable"] = bool(r["unstable"]) if r["unstable"] is not None else None
         return rows

@@ -36,10 +36,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 import models
 from bench import stats
 from bench.labels import model_label, runtime_label
 from bench.store import Store
+from devices.rounds import DEFAULT_PER_ROUND, DEFAULT_ROUNDS, DEFAULT_SWITCH_WARMUP
 from devices.subproc import Worker, WorkerError
 from export.hostlock import DeviceLock, timing_cores
 from models import defaults
@@ -90,15 +93,21 @@ class SweepArgs:
     precisions: tuple[str, ...]
     resolutions: tuple[tuple[int, int], ...]
     threads: tuple[int, ...]
-    iterations: int
-    warmup: int
+    iterations: int  # timed iterations per cell at least: rounds x per_round
+    warmup: int  # untimed runs of each artifact after loading
+    rounds: int = DEFAULT_ROUNDS
+    per_round: int = DEFAULT_PER_ROUND
+    switch_warmup: int = DEFAULT_SWITCH_WARMUP  # untimed runs before every chunk
+    max_rounds: int = 2 * DEFAULT_ROUNDS  # a group whose intervals stay wide gets rounds up to this many
 
     def canonical(self) -> dict[str, Any]:
         return {"device": self.device, "models": [model_label(m, dict(o)) for m, o in self.models],
                 "formats": list(self.formats), "converters": list(self.converters),
                 "precisions": list(self.precisions), "resolutions": [models.format_resolution(r)
                                                                      for r in self.resolutions],
-                "threads": list(self.threads), "iterations": self.iterations, "warmup": self.warmup}
+                "threads": list(self.threads), "iterations": self.iterations, "warmup": self.warmup,
+                "rounds": self.rounds, "per_round": self.per_round, "switch_warmup": self.switch_warmup,
+                "max_rounds": self.max_rounds}
 
     @property
     def hash(self) -> str:
@@ -124,8 +133,43 @@ def _split(text: str, what: str) -> list[str]:
     return items
 
 
-def parse_args(*, device: str, models_arg: str, formats: str, res: str, iters: int, warmup: int,
-               threads: str | int = "1", converter: str | None = None, precision: str = "fp32") -> SweepArgs:
+def round_settings(iters: int | None, rounds: int | None, per_round: int | None,
+                   max_rounds: int | None) -> tuple[int, int, int]:
+    """(rounds, per_round, max_rounds) from --iters / --rounds / --per-round / --max-rounds: any two of the first
+    three fix the third (iters = rounds x per_round); alone, --iters keeps 10 rounds (or one, below 20)."""
+    for flag, v in (("--iters", iters), ("--rounds", rounds), ("--per-round", per_round), ("--max-rounds", max_rounds)):
+        if v is not None and (type(v) is not int or v < 1):
+            raise ToolkitError(f"{flag} must be a whole number of at least 1, not {v!r}")
+    if rounds is None:
+        if per_round is not None and iters is not None:
+            if iters % per_round:
+                raise ToolkitError(f"--iters {iters} is not a multiple of --per-round {per_round}")
+            rounds = iters // per_round
+        elif per_round is not None:
+            rounds = DEFAULT_ROUNDS
+        else:
+            rounds = DEFAULT_ROUNDS if (iters or 100) >= 2 * DEFAULT_ROUNDS else 1
+    if per_round is None:
+        total = iters if iters is not None else DEFAULT_ROUNDS * DEFAULT_PER_ROUND
+        if total % rounds:
+            raise ToolkitError(f"--iters {total} is not a multiple of --rounds {rounds}: pass --per-round instead")
+        per_round = total // rounds
+    elif iters is not None and iters != rounds * per_round:
+        raise ToolkitError(f"--iters {iters} does not equal --rounds {rounds} x --per-round {per_round}")
+    if rounds * per_round < 2:
+        raise ToolkitError(f"a cell needs at least 2 timed iterations (statistics need two samples), not "
+                           f"{rounds} x {per_round}")
+    if max_rounds is None:
+        max_rounds = 2 * rounds if rounds > 1 else 1
+    if max_rounds < rounds:
+        raise ToolkitError(f"--max-rounds {max_rounds} is below --rounds {rounds}")
+    return rounds, per_round, max_rounds
+
+
+def parse_args(*, device: str, models_arg: str, formats: str, res: str, iters: int | None = None, warmup: int = 10,
+               threads: str | int = "1", converter: str | None = None, precision: str = "fp32",
+               rounds: int | None = None, per_round: int | None = None, switch_warmup: int = DEFAULT_SWITCH_WARMUP,
+               max_rounds: int | None = None) -> SweepArgs:
     """Validate the command line's lists into SweepArgs; anything unknown is a ToolkitError naming the valid ones."""
     from export import FORMATS, PRECISIONS, format_spec
 
@@ -165,12 +209,14 @@ def parse_args(*, device: str, models_arg: str, formats: str, res: str, iters: i
         raise ToolkitError(f"--threads takes whole numbers, not {threads!r}") from None
     if any(t < 1 for t in ths):
         raise ToolkitError("--threads must be at least 1")
-    if iters < 2:
+    if iters is not None and iters < 2:
         raise ToolkitError(f"--iters must be at least 2 (statistics need two samples), not {iters}")
-    if warmup < 0:
-        raise ToolkitError(f"--warmup cannot be negative ({warmup})")
+    if warmup < 0 or switch_warmup < 0:
+        raise ToolkitError(f"--warmup and --switch-warmup cannot be negative ({warmup}, {switch_warmup})")
+    n_rounds, k, top = round_settings(iters, rounds, per_round, max_rounds)
     return SweepArgs(device, tuple(sorted(set(parsed_models))), tuple(sorted(set(fmts))), tuple(sorted(set(convs))),
-                     tuple(sorted(set(precs))), tuple(resolutions), tuple(ths), int(iters), int(warmup))
+                     tuple(sorted(set(precs))), tuple(resolutions), tuple(ths), n_rounds * k, int(warmup),
+                     n_rounds, k, int(switch_warmup), top)
 
 
 # --------------------------------------------------------------------------------------------- run identity
@@ -228,7 +274,7 @@ def _parity(manifest: dict[str, Any] | None) -> dict[str, Any]:
 
 def cell_row(run_id: str, seq: int, cell: Cell, *, args: SweepArgs, status: str, manifest: dict | None = None,
              artifact: str | None = None, size: tuple[int, int] | None = None, measurement: Any = None,
-             stage: str | None = None, error: str | None = None) -> dict[str, Any]:
+             stage: str | None = None, error: str | None = None, session: str | None = None) -> dict[str, Any]:
     """One tidy row of the cells table."""
     m = manifest or {}
     params, madds = size if size else (m.get("params"), m.get("madds"))
@@ -242,8 +288,13 @@ def cell_row(run_id: str, seq: int, cell: Cell, *, args: SweepArgs, status: str,
         "status": status, "stage": stage, "error": error, "finished": _now(),
     }
     if measurement is not None:
-        s = stats.summarize(measurement.samples_ms, measurement.cpu_samples_ms or None, threads=cell.threads)
+        rounds = measurement.rounds or None
+        s = stats.summarize(measurement.samples_ms, measurement.cpu_samples_ms or None, threads=cell.threads,
+                            rounds=rounds)
         row.update({
+            "iterations": len(measurement.samples_ms), "session": session, "n_rounds": s.n_rounds,
+            "per_round": measurement.per_round, "switch_warmup": measurement.switch_warmup, "round_cv": s.round_cv,
+            "rounds": json.dumps(rounds) if rounds else None,
             "mean_ms": s.mean, "median_ms": s.median, "p10_ms": s.p10, "p90_ms": s.p90, "std_ms": s.std,
             "min_ms": s.min, "max_ms": s.max, "cv": s.cv, "ci95_low_ms": s.ci95_low, "ci95_high_ms": s.ci95_high,
             "unstable": int(s.unstable), "load_ms": measurement.load_ms, "first_ms": measurement.first_ms,
@@ -253,7 +304,6 @@ def cell_row(run_id: str, seq: int, cell: Cell, *, args: SweepArgs, status: str,
             "samples_ms": json.dumps([round(v, 6) for v in measurement.samples_ms]),
             "cpu_median_ms": s.cpu_median,
             "cpu_samples_ms": json.dumps([round(v, 6) for v in measurement.cpu_samples_ms]),
-            "attempts": len(measurement.attempt_cvs) or 1, "attempt_cvs": json.dumps(measurement.attempt_cvs),
         })
     return row
 
@@ -311,7 +361,6 @@ class Options:
     timeout: float = 300.0
     export_timeout: float = 1800.0
     export_jobs: int = 2  # exports run before any timing, so they may use every core
-    retries: int | None = None  # the host's re-timing of unstable loops (default: its profile's)
     retry_failed: bool = False
     report: bool = True
     argv: list[str] | None = None
@@ -329,8 +378,7 @@ def run(args: SweepArgs, opts: Options, console: Any = None) -> SweepResult:
     t_start = time.monotonic()
     if opts.run_id is not None:
         check_name(opts.run_id, "run id")
-    device = devices.get(args.device, opts.profiles,
-                         {"retries": opts.retries} if opts.retries is not None else None)
+    device = devices.get(args.device, opts.profiles)
     for th in args.threads:
         check = getattr(device, "check_threads", None)
         if check is not None:
@@ -438,6 +486,12 @@ class WorkContext:
         """Store one cell; Ctrl-C during the write is raised right after it commits."""
         with self.deferred.held():
             self.store.add_cell(cell_row(self.run_id, self.seq[cell.key], cell, args=self.args, **kw))
+
+    def save_group(self, cells: list[tuple[Cell, dict[str, Any]]]) -> None:
+        """Store a group's cells in one transaction: a group is stored whole or not at all (a resumed run re-times
+        a group that was cut off, so its members' rounds stay paired)."""
+        with self.deferred.held():
+            self.store.add_cells([cell_row(self.run_id, self.seq[c.key], c, args=self.args, **kw) for c, kw in cells])
 
 
 @dataclass
@@ -572,43 +626,180 @@ def _store_not_run(work: WorkContext, not_run: list[tuple[Cell, str]], sizes: di
         work.save(cell, status=f"not run: {reason}", size=size)
 
 
+def group_key(cell: Cell) -> tuple:
+    """Cells compared with each other: same device, runtime (format, converter, precision), threads, resolution."""
+    return (cell.device, cell.format, cell.converter, cell.precision, cell.threads, cell.height, cell.width)
+
+
+def group_cells(cells: list[Cell]) -> list[list[Cell]]:
+    """The groups timed together, in the order their first cell comes in `cells` (the run's shuffled order)."""
+    groups: dict[tuple, list[Cell]] = {}
+    for c in cells:
+        groups.setdefault(group_key(c), []).append(c)
+    return list(groups.values())
+
+
+def _group_seed(run_seed: int, cells: list[Cell], first_round: int) -> int:
+    text = json.dumps([run_seed, first_round, [c.key for c in cells]])
+    return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16)
+
+
+def wide_points(cells: list[Cell], results: list[Any], roles: dict[str, str] | None = None,
+                target: float = stats.ADAPT_HALF_WIDTH) -> list[str]:
+    """The intervals of a timed group that are still wider than +-target: every subject / baseline ratio the report
+    will print for this group (or, in a group without such a pair, each cell's interval of its mean). Returns a
+    label per wide one (empty: the group is settled)."""
+    from devices.base import Measurement
+
+    roles = roles or {f.name: f.role for f in models.families()}
+    ok = [(c, m) for c, m in zip(cells, results) if isinstance(m, Measurement)]
+    role = {c.key: roles.get(models.spec(c.model).family) for c, _ in ok}
+    subjects = [(c, m) for c, m in ok if role[c.key] == "subject"]
+    baselines = [(c, m) for c, m in ok if role[c.key] == "baseline"]
+    out = []
+    if subjects and baselines:
+        rng = np.random.default_rng(stats.BOOT_SEED)
+        for sc, sm in subjects:
+            for bc, bm in baselines:
+                pt, _ = stats.ratio_point(0, stats.PointData(sm.samples_ms, bm.samples_ms, sm.rounds or None,
+                                                             bm.rounds or None), rng, 500)
+                if pt.half_width > target:
+                    out.append(f"{sc.model_label}/{bc.model_label} +-{pt.half_width:.1%}")
+        return out
+    for c, m in ok:
+        s = stats.summarize(m.samples_ms, threads=c.threads, rounds=m.rounds or None)
+        half = (s.ci95_high - s.ci95_low) / 2 / s.mean
+        if s.n_rounds > 1 and half > target:
+            out.append(f"{c.model_label} +-{half:.1%}")
+    return out
+
+
+def _merge(first: Any, more: Any) -> Any:
+    """A member's measurement with the samples of its extra rounds appended (load and first run: the first call's)."""
+    from dataclasses import replace
+
+    return replace(first, samples_ms=first.samples_ms + more.samples_ms,
+                   cpu_samples_ms=first.cpu_samples_ms + more.cpu_samples_ms, rounds=first.rounds + more.rounds,
+                   peak_rss_mb=max((v for v in (first.peak_rss_mb, more.peak_rss_mb) if v is not None), default=None))
+
+
+def time_group(device: Any, cells: list[Cell], paths: list[str], args: SweepArgs, run_seed: int,
+               timeout: float, say: Any = None) -> tuple[list[Any], int]:
+    """Time one group by the round protocol; returns (per cell: Measurement or MeasureError, rounds run).
+
+    Adaptive rounds (the rule, docs/bench.md): after `args.rounds` rounds, while an interval of the group is wider
+    than +-stats.ADAPT_HALF_WIDTH and fewer than `args.max_rounds` rounds have run, another args.rounds // 2 rounds
+    (at least one) are run and appended. A quiet group costs nothing extra; only where the intervals demand it.
+    A failure of the whole group (the worker hung or crashed) is retried member by member, so one bad artifact
+    costs only its own cell.
+    """
+    from devices.base import MeasureError, Measurement
+
+    def call(members: list[int], n_rounds: int, first_round: int) -> list[Any]:
+        sub = [cells[i] for i in members]
+        return device.run_group([paths[i] for i in members], rounds=n_rounds, per_round=args.per_round,
+                                warmup=args.warmup, switch_warmup=args.switch_warmup, threads=cells[0].threads,
+                                timeout=timeout * len(members) * n_rounds / args.rounds,
+                                seed=_group_seed(run_seed, sub, first_round), first_round=first_round)
+
+    everyone = list(range(len(cells)))
+    try:
+        results = call(everyone, args.rounds, 0)
+    except MeasureError as exc:
+        if len(cells) == 1:
+            return [exc], 0
+        if say:
+            say(f"  group   {_group_label(cells[0])}: [{exc.stage}] {exc}; timing its members one by one")
+        results = []
+        for i in everyone:
+            try:
+                results += call([i], args.rounds, 0)
+            except MeasureError as one:
+                results.append(one)
+        return results, args.rounds
+    done = args.rounds
+    step = max(1, args.rounds // 2)
+    while done < args.max_rounds:
+        wide = wide_points(cells, results)
+        if not wide:
+            break
+        n = min(step, args.max_rounds - done)
+        alive = [i for i in everyone if isinstance(results[i], Measurement)]
+        if say:
+            say(f"  rounds  {_group_label(cells[0])}: after {done} rounds still wide: {', '.join(wide)}; {n} more",
+                markup=False)
+        try:
+            more = call(alive, n, done)
+        except MeasureError:
+            break  # keep the rounds already timed
+        for i, m in zip(alive, more):
+            results[i] = _merge(results[i], m) if isinstance(m, Measurement) else m
+        done += n
+    return results, done
+
+
+def _group_label(cell: Cell) -> str:
+    return (f"{runtime_label(cell.format, cell.converter, cell.precision)} "
+            f"{models.format_resolution(cell.res)} t{cell.threads}")
+
+
 def time_cells(work: WorkContext, todo: list[Cell], artifacts: dict[str, tuple[str, dict]], device: Any,
                progress: Any) -> None:
-    """The measuring loop, in the shuffled order; progress weighted by expected cost so the ETA means something.
+    """The measuring loop: group by group (the run's shuffled order), each group timed in interleaved rounds and
+    stored whole; progress weighted by expected cost so the ETA means something.
 
     On a host device the loop holds the machine's timing cores (exports next door wait for the timed loops).
     """
+    from devices.base import Measurement
+
     store, args, opts, run_id = work.store, work.args, work.opts, work.run_id
+    run_seed = (store.run(run_id) or {}).get("seed") or 0
     cores = timing_cores(f"run {run_id}", say=progress.console.print) if device.kind == "host" else \
         contextlib.nullcontext()
     with cores:  # on this machine: exclusive use of the cores (exports next door wait for the timed loops)
         measure = [c for c in todo if c.key in artifacts]
-        weight = {c.key: (artifacts[c.key][1].get("madds") or 1) * (args.iterations + args.warmup) for c in measure}
+        per_cell = args.iterations + args.warmup + args.rounds * args.switch_warmup
+        weight = {c.key: (artifacts[c.key][1].get("madds") or 1) * per_cell for c in measure}
         task = progress.add_task("measure", total=sum(weight.values()) or 1, cell="")
         mtask = progress.add_task("  cells", total=len(measure), cell="")
-        for cell in measure:
-            progress.update(task, cell=cell.label())
-            if store.has_cell(run_id, cell.key):  # a concurrent sweep of the same run got there first
+        for group in group_cells(measure):
+            stored = [c for c in group if store.has_cell(run_id, c.key)]  # a concurrent sweep got there first
+            for c in stored:
+                progress.advance(task, weight[c.key])
+                progress.advance(mtask)
+            group = [c for c in group if c not in stored]
+            if not group:
+                continue
+            label = f"{_group_label(group[0])} ({len(group)} model{'s' if len(group) > 1 else ''})"
+            progress.update(task, cell=label)
+            paths = [artifacts[c.key][0] for c in group]
+            results, n_rounds = time_group(device, group, paths, args, run_seed, opts.timeout,
+                                           say=progress.console.print)
+            session = secrets.token_hex(6)
+            rows = []
+            for cell, path, m in zip(group, paths, results):
+                manifest = artifacts[cell.key][1]
+                if isinstance(m, Measurement):
+                    rows.append((cell, {"status": "ok", "manifest": manifest, "artifact": path, "measurement": m,
+                                        "session": session}))
+                else:
+                    stage = getattr(m, "stage", "run")
+                    rows.append((cell, {"status": "failed", "stage": stage, "error": str(m), "manifest": manifest,
+                                        "artifact": path}))
+            work.save_group(rows)
+            progress.console.print(f"  group   {label}: {n_rounds} rounds of {args.per_round}", markup=False)
+            for cell, m in zip(group, results):
+                if isinstance(m, Measurement):
+                    s = stats.summarize(m.samples_ms, m.cpu_samples_ms or None, threads=cell.threads,
+                                        rounds=m.rounds or None)
+                    spread = f", rounds disagree {s.round_cv:.1%}" if s.round_cv is not None else f", cv {s.cv:.1%}"
+                    flag = "" if s.contention is None else f", wall/CPU {1 + s.contention:.2f}"
+                    flag += "  UNSTABLE" if s.unstable else ""
+                    progress.console.print(f"  ok      {cell.label()}: median {s.median:.2f} ms, mean {s.mean:.2f} ms"
+                                           f"{spread}{flag}", markup=False)
+                    work.result.measured += 1
+                else:
+                    progress.console.print(f"  failed  {cell.label()}: [{getattr(m, 'stage', 'run')}] {m}",
+                                           markup=False)
                 progress.advance(task, weight[cell.key])
                 progress.advance(mtask)
-                continue
-            path, manifest = artifacts[cell.key]
-            try:
-                m = device.run(path, iterations=args.iterations, warmup=args.warmup, threads=cell.threads,
-                               timeout=opts.timeout)
-            except ToolkitError as exc:
-                stage = getattr(exc, "stage", "run")
-                work.save(cell, status="failed", stage=stage, error=str(exc), manifest=manifest, artifact=path)
-                progress.console.print(f"  failed  {cell.label()}: [{stage}] {exc}", markup=False)
-            else:
-                work.save(cell, status="ok", manifest=manifest, artifact=path, measurement=m)
-                s = stats.summarize(m.samples_ms, m.cpu_samples_ms or None, threads=cell.threads)
-                flag = "" if s.contention is None else f", wall/CPU {1 + s.contention:.2f}"
-                flag += "  UNSTABLE" if s.unstable else ""
-                if len(m.attempt_cvs) > 1:
-                    flag += f" (steadiest of {len(m.attempt_cvs)} attempts)"
-                progress.console.print(f"  ok      {cell.label()}: median {s.median:.2f} ms, mean {s.mean:.2f} ms, "
-                                       f"cv {s.cv:.1%}{flag}", markup=False)
-                work.result.measured += 1
-            progress.advance(task, weight[cell.key])
-            progress.advance(mtask)

@@ -13,16 +13,26 @@ from pathlib import Path
 from typing import Any
 
 from bench import stats
-from bench.analysis import PLOT_NAMES, UNSTABLE_RULE, Analysis, answer, crossover_text, no_pair_text, overhead
+from bench.analysis import (
+    PLOT_NAMES,
+    ROUND_RULE,
+    UNSTABLE_RULE,
+    Analysis,
+    answer,
+    crossover_text,
+    no_pair_text,
+    overhead,
+)
 
 CSV_COLUMNS = ["run_id", "model", "overrides", "family", "format", "converter", "precision", "runtime", "device",
                "threads", "height", "width", "res_equiv", "params", "madds", "iterations", "warmup", "mean_ms",
                "median_ms", "p10_ms", "p90_ms", "std_ms", "min_ms", "max_ms", "cv", "ci95_low_ms", "ci95_high_ms",
-               "unstable", "attempts", "cpu_median_ms", "wall_over_cpu", "load_ms", "first_ms", "peak_rss_mb",
+               "unstable", "n_rounds", "per_round", "switch_warmup", "round_cv", "session", "cpu_median_ms",
+               "wall_over_cpu", "load_ms", "first_ms", "peak_rss_mb",
                "overhead_us", "loadavg", "artifact_bytes", "export_seconds", "parity_verdict", "parity_max_rel",
                "parity_cosine", "status", "stage", "error"]
 RATIO_COLUMNS = ["runtime", "subject", "baseline", "resolution", "res_equiv", "ratio", "ci95_low", "ci95_high",
-                 "unstable", "crossover"]
+                 "method", "rounds", "wide", "unstable", "crossover"]
 
 
 # --------------------------------------------------------------------------------------------- CSV
@@ -43,7 +53,7 @@ def write_ratios_csv(a: Analysis, path: Path) -> None:
             cross = ";".join(f"{x:.1f}" for x in p.curve.crossings) or "none in range"
             for pt, lbl, unst in zip(p.curve.points, p.labels, p.unstable):
                 w.writerow([p.runtime, p.numer, p.denom, lbl, pt.x, f"{pt.ratio:.4f}", f"{pt.low:.4f}",
-                            f"{pt.high:.4f}", int(unst), cross])
+                            f"{pt.high:.4f}", pt.method, pt.n_rounds, int(pt.wide), int(unst), cross])
 
 
 # --------------------------------------------------------------------------------------------- Markdown
@@ -68,9 +78,12 @@ def markdown(a: Analysis) -> str:
     not_run = [r for r in a.rows if r["status"].startswith("not run")]
     unstable = [r for r in a.rows if r["status"] == "ok" and r["unstable"]]
     lines = [f"# Latency vs input resolution: run {run['run_id']}", ""]
+    rounds = (f" in {args['rounds']} interleaved rounds of {args['per_round']} (up to {args.get('max_rounds')} "
+              f"where intervals stayed wide), {args.get('switch_warmup')} untimed per switch"
+              if args.get("rounds", 1) > 1 else " in one burst" if "rounds" in args else "")
     where = (f"{env.get('cpu_model', '?')}, {env.get('cores', '?')} cores, {env.get('os', '?')}; "
              f"{', '.join(map(str, args.get('threads', [])))} thread(s), {args.get('iterations')} timed iterations "
-             f"after {args.get('warmup')} warm-up")
+             f"per cell{rounds}, after {args.get('warmup')} warm-up")
     lines += [f"**Device `{run['device']}`** ({where}).", ""]
     # ---- the answer
     if a.pairs:
@@ -92,7 +105,7 @@ def markdown(a: Analysis) -> str:
         for p in a.pairs:
             lines.append(f"**{p.runtime}: {p.numer} / {p.denom}** ({crossover_text(p)})")
             lines.append("")
-            table = [["ratio", *[f"{q.ratio:.2f}" for q in p.curve.points]],
+            table = [["ratio", *[f"{q.ratio:.2f}" + ("~" if q.wide else "") for q in p.curve.points]],
                      ["95% CI", *[f"{q.low:.2f}-{q.high:.2f}" for q in p.curve.points]]]
             if any(c is not None for c in p.cpu_ratios):
                 table.append(["CPU-time ratio", *["" if c is None else f"{c:.2f}" for c in p.cpu_ratios]])
@@ -110,7 +123,11 @@ def markdown(a: Analysis) -> str:
                                + ("*" if by[lbl]["unstable"] else "")) if lbl in by else "" for lbl in labels]])
         lines += [f"**{rt}**", ""] + md_table(["model", *labels], body)
     if unstable:
-        lines.append(f"`*` = unstable: {UNSTABLE_RULE} (bench/stats.py says why).")
+        lines.append(f"`*` = unstable: {ROUND_RULE} (runs timed in rounds) or {UNSTABLE_RULE} (one burst); "
+                     "bench/stats.py says why.")
+        lines.append("")
+    if any(q.wide for p in a.pairs for q in p.curve.points):
+        lines.append(f"`~` = wide: the ratio's 95% interval is wider than +-{stats.WIDE_HALF_WIDTH:.0%} of it.")
         lines.append("")
     # ---- failures, unstable, not run
     lines += ["## Failures", ""]
@@ -122,14 +139,15 @@ def markdown(a: Analysis) -> str:
         lines += ["None.", ""]
     lines += ["## Unstable cells", ""]
     if unstable:
-        lines += md_table(["model", "runtime", "resolution", "cv", "median ms", "p10-p90 ms", "wall / CPU median",
-                           "attempts", "load avg"],
-                          [[r["model_label"], r["runtime"], r["res_label"], f"{r['cv']:.1%}", _ms(r["median_ms"]),
-                            f"{_ms(r['p10_ms'])}-{_ms(r['p90_ms'])}",
-                            "" if r["wall_over_cpu"] is None else f"{r['wall_over_cpu']:.2f}", r.get("attempts") or 1,
+        lines += md_table(["model", "runtime", "resolution", "rounds disagree", "cv", "median ms", "p10-p90 ms",
+                           "wall / CPU median", "rounds", "load avg"],
+                          [[r["model_label"], r["runtime"], r["res_label"],
+                            "" if r.get("round_cv") is None else f"{r['round_cv']:.1%}", f"{r['cv']:.1%}",
+                            _ms(r["median_ms"]), f"{_ms(r['p10_ms'])}-{_ms(r['p90_ms'])}",
+                            "" if r["wall_over_cpu"] is None else f"{r['wall_over_cpu']:.2f}", r.get("n_rounds") or 1,
                             "" if r.get("loadavg") is None else f"{r['loadavg']:.2f}"] for r in unstable])
     else:
-        lines += [f"None (none with a {UNSTABLE_RULE}).", ""]
+        lines += [f"None (no cell where {ROUND_RULE}).", ""]
     if not_run:
         reasons: dict[str, list[str]] = defaultdict(list)
         for r in not_run:
@@ -158,16 +176,21 @@ def markdown(a: Analysis) -> str:
         ["shuffle seed", run.get("seed")], ["arguments", f"`{json.dumps(args, sort_keys=True)}`"],
         ["command", f"`{' '.join(run.get('argv') or [])}`"]])
     lines += ["## Method", "",
-              "- Each cell: the artifact is loaded in a worker process pinned to its cores, with the runtime's "
-              "thread count fixed; one first inference (reported apart), the warm-up runs, then the timed "
-              "iterations with `perf_counter_ns` around the inference call alone, on an input prepared beforehand.",
-              "- Statistics per cell (bench/stats.py): mean, median, p10/p90, sample std, min, max, coefficient of "
-              f"variation, 95% CI of the mean (Student t). Unstable: {UNSTABLE_RULE}. The process's CPU time per "
-              "iteration is recorded beside the latency; an unstable loop is re-timed (up to --retries times) and "
-              "the steadiest attempt kept.",
-              f"- Ratios use medians; intervals are percentile bootstraps ({stats.N_BOOT} resamples of each cell's "
-              "raw samples, fixed seed). The crossover interpolates linearly in resolution where the ratio "
-              "crosses 1.",
+              "- Cells that are compared (same runtime, threads and resolution) are timed together in one worker "
+              "process pinned to its cores, in interleaved rounds: in each round every model runs a few untimed "
+              "iterations (it was just switched in) and then its timed chunk, in a fresh random order per round "
+              "(devices/rounds.py). Each model is loaded, run once (the first inference, reported apart) and "
+              "warmed up before the rounds; `perf_counter_ns` times the inference call alone, on an input "
+              "prepared beforehand. A group whose ratio intervals stay wider than "
+              f"+-{stats.ADAPT_HALF_WIDTH:.0%} gets more rounds, up to the run's max_rounds.",
+              "- Statistics per cell (bench/stats.py): mean of all timed iterations, median, p10/p90, sample std, "
+              "min, max, coefficient of variation, 95% CI of the mean over the rounds' means (Student t), the spread "
+              f"of the per-round medians. Unstable: {ROUND_RULE}. The process's CPU time per iteration is recorded "
+              "beside the latency.",
+              "- A ratio is taken per round (both models met the same machine in it) and summarised as the median "
+              f"of the per-round ratios; its interval is a percentile bootstrap over rounds ({stats.N_BOOT} "
+              "resamples, fixed seed), and so is the crossover's, which interpolates linearly in resolution where "
+              "the ratio crosses 1. (Runs timed in one burst: medians of each cell, iterations resampled.)",
               "- x axis: the equivalent square side sqrt(H x W) in pixels; tables show H x W (one number when "
               "square).",
               "- Cells ran in a shuffled order (seed above) so drift of the shared machine does not favour one "

@@ -2,12 +2,15 @@
 
     devices.get(name, profiles_file=None) -> Device   (profiles in devices/devices.toml; "host" is built in)
     device.can_run(fmt) -> reason | None
-    device.run(artifact, iterations=, warmup=, threads=, timeout=) -> Measurement   (raw samples, load, first run)
+    device.run_group(artifacts, rounds=, per_round=, warmup=, switch_warmup=, threads=, timeout=, seed=)
+        -> [Measurement | MeasureError]   (the round protocol: devices/rounds.py)
+    device.run(artifact, iterations=, warmup=, threads=, timeout=) -> Measurement   (one burst)
 
-A Device knows nothing of sweeps or reports (bench/ does); it takes one artifact and returns raw per-iteration
-latencies plus what was measured around them. A device kind is one module of this package that defines `KIND`
-(its profile dataclass and device class); only `host` exists (devices/host.py: the runtimes installed on this
-machine, timed in a persistent worker process). A profile naming another kind is an error, not a silent fallback.
+A Device knows nothing of sweeps or reports (bench/ does); it times the artifacts it is given and returns raw
+per-iteration latencies, each with its round, plus what was measured around them. A device kind is one module of
+this package that defines `KIND` (its profile dataclass and device class); only `host` exists (devices/host.py:
+the runtimes installed on this machine, timed in a persistent worker process). A profile naming another kind is an
+error, not a silent fallback.
 """
 
 from __future__ import annotations
@@ -86,7 +89,7 @@ def list_devices(user: str | Path | None = None) -> list[str]:
 
 def get(name: str, user: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Device:
     """The device of a profile; unknown names list the known ones, a malformed profile is one line naming the key.
-    `overrides` are profile keys set from the command line (e.g. the host's `retries`)."""
+    `overrides` are profile keys set from the command line."""
     profs = profiles(user)
     if name not in profs:
         raise unknown("device", name, profs)

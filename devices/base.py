@@ -31,7 +31,9 @@ class Measurement:
     overhead_us: float | None = None  # the harness's own per-iteration cost (an empty callable, median)
     loadavg: float | None = None  # 1-minute load average of the machine when the cell started
     cpu_samples_ms: list[float] = field(default_factory=list)  # process CPU time of each timed iteration
-    attempt_cvs: list[float] = field(default_factory=list)  # CV of every timed attempt (the kept one is the least)
+    rounds: list[int] = field(default_factory=list)  # the round of each sample (devices/rounds.py)
+    per_round: int | None = None  # timed iterations per chunk
+    switch_warmup: int | None = None  # untimed iterations before every chunk
     runtime: str = ""
     runtime_versions: dict[str, str] = field(default_factory=dict)
 
@@ -41,7 +43,7 @@ class Measurement:
 
 class Device(Protocol):
     """A place to run artifacts: only what every kind (this machine, a board over ssh, a phone over adb) can honour.
-    Policy of one kind (the host's retries and contention bounds) lives in that kind's profile."""
+    Policy of one kind (the host's pinning, a phone's cool-down) lives in that kind's profile."""
 
     name: str
     kind: str
@@ -52,8 +54,17 @@ class Device(Protocol):
     def describe(self) -> dict[str, Any]:
         """What the device says about itself: model, CPU, cores, OS, runtime versions (stored with every run)."""
 
+    def run_group(self, artifacts: list[Any], *, rounds: int, per_round: int, warmup: int, switch_warmup: int,
+                  threads: int, timeout: float, seed: int, first_round: int = 0) -> list[Measurement | MeasureError]:
+        """Time artifacts that will be compared, together, in interleaved rounds (devices/rounds.py): each loaded
+        and run `warmup` times, then `rounds` rounds of `switch_warmup` untimed + `per_round` timed iterations of
+        every member in a fresh order per round (from `seed`), on the device's own clock. One result per artifact,
+        in order: its Measurement (samples with their rounds) or the MeasureError of that member alone. A failure
+        of the whole group (the device vanished, the worker hung past `timeout`) raises MeasureError."""
+
     def run(self, artifact: Any, *, iterations: int, warmup: int, threads: int, timeout: float) -> Measurement:
-        """Time `artifact`: `warmup` untimed runs, then `iterations` timed ones, on the device's own clock."""
+        """Time one artifact in one burst: `warmup` untimed runs, then `iterations` timed ones (a group of one,
+        one round)."""
 
     def close(self) -> None: ...
 

@@ -21,8 +21,6 @@ from typing import Any
 
 from devices.base import Kind, MeasureError, Measurement
 from devices.subproc import Worker, WorkerError
-from devices.worker import unsteadiness
-from models.common import CONTENTION_BOUND, UNSTABLE_CV
 from models.errors import ToolkitError
 
 
@@ -42,7 +40,6 @@ class HostProfile:
     description: str = ""
     pin: bool = True
     cpus: tuple[int, ...] | None = None
-    retries: int = 2  # re-time an unstable loop up to this many times (see _RetryPolicy); 0 = never
 
     @classmethod
     def parse(cls, prof: dict[str, Any], where: str) -> HostProfile:
@@ -54,9 +51,6 @@ class HostProfile:
                                ("pin", bool, "true or false")):
             if key in prof and not isinstance(prof[key], typ):
                 raise ToolkitError(f"{where}: {key} must be {what}, not {prof[key]!r}")
-        retries = prof.get("retries", 2)
-        if type(retries) is not int or not 0 <= retries <= 100:
-            raise ToolkitError(f"{where}: retries must be a whole number from 0 to 100, not {retries!r}")
         cpus = prof.get("cpus")
         if cpus is not None:
             if (not isinstance(cpus, list) or not cpus
@@ -73,32 +67,7 @@ class HostProfile:
                 raise ToolkitError(f"{where}: cpus names cores to pin to, but pin = false")
             cpus = tuple(cpus)
         return cls(kind=prof.get("kind", "host"), description=prof.get("description", ""),
-                   pin=prof.get("pin", True), cpus=cpus, retries=retries)
-
-
-class _RetryPolicy:
-    """Re-time unstable loops only while re-timing helps.
-
-    On this machine a neighbour's burst passes within seconds (a retry then rescues the cell), but a neighbour's
-    long job keeps a core shared for minutes, and then every retry fails too and only triples the sweep's time.
-    So after GIVE_UP retried cells in a row that stayed unstable, cells get one attempt, until a cell comes out
-    steady at once, which says the machine is quiet again.
-    """
-
-    GIVE_UP = 3
-
-    def __init__(self, retries: int):
-        self.retries = retries
-        self.failed_in_a_row = 0
-
-    def now(self) -> int:
-        return self.retries if self.failed_in_a_row < self.GIVE_UP else 0
-
-    def record(self, attempts: int, unstable: bool) -> None:
-        if not unstable:
-            self.failed_in_a_row = 0
-        elif attempts > 1:
-            self.failed_in_a_row += 1
+                   pin=prof.get("pin", True), cpus=cpus)
 
 
 class HostDevice:
@@ -112,7 +81,6 @@ class HostDevice:
         self.cpus = list(profile.cpus) if profile.cpus else None
         self._worker: Worker | None = None
         self._threads: int | None = None
-        self._retry = _RetryPolicy(profile.retries)
 
     def max_threads(self) -> int:
         """The most threads a cell can honestly use: the cores it is pinned to choose from, or all allowed."""
@@ -166,32 +134,38 @@ class HostDevice:
         self._threads = threads
         return self._worker
 
-    def run(self, artifact: Any, *, iterations: int = 100, warmup: int = 10, threads: int = 1,
-            timeout: float = 300.0) -> Measurement:
-        """Time `artifact` (an Artifact or its directory): `warmup` untimed runs, then `iterations` timed ones.
-
-        A timed loop that is not steady (CV above UNSTABLE_CV, or with one thread a median wall time more than
-        CONTENTION_BOUND above its median CPU time) is re-run up to the profile's `retries` times while the cell's
-        `timeout` allows, and the steadiest attempt is kept (see devices/worker.py and _RetryPolicy).
-        """
-        if iterations < 2:
-            raise ToolkitError(f"iterations must be at least 2, not {iterations}")
+    def run_group(self, artifacts: list[Any], *, rounds: int, per_round: int, warmup: int, switch_warmup: int,
+                  threads: int, timeout: float, seed: int, first_round: int = 0) -> list[Measurement | MeasureError]:
+        """Time a group in interleaved rounds, every member loaded in one worker (devices/worker.py). `timeout` is
+        the whole group's: past it the worker is killed and MeasureError("timeout") raised."""
+        if rounds < 1 or per_round < 1 or rounds * per_round < 2:
+            raise ToolkitError(f"a cell needs at least 2 timed iterations (rounds {rounds} x per round {per_round})")
         self.check_threads(threads)
-        directory = getattr(artifact, "dir", artifact)
-        request = {"op": "measure", "artifact": str(Path(directory)), "iterations": int(iterations),
-                   "warmup": int(warmup), "threads": int(threads), "retries": self._retry.now(),
-                   "retry_cv": UNSTABLE_CV, "retry_contention": CONTENTION_BOUND, "budget_s": 0.8 * timeout}
+        request = {"op": "measure_group", "artifacts": [str(Path(getattr(a, "dir", a))) for a in artifacts],
+                   "rounds": int(rounds), "per_round": int(per_round), "warmup": int(warmup),
+                   "switch_warmup": int(switch_warmup), "threads": int(threads), "seed": int(seed),
+                   "first_round": int(first_round)}
         try:
             reply = self._worker_for(threads).call(request, timeout)
         except WorkerError as exc:
             raise MeasureError(str(exc), exc.stage) from None
         if not reply.get("ok"):
             raise MeasureError(reply.get("error", "unknown error"), reply.get("stage", "run"))
-        m = Measurement(**reply["measurement"])
-        steady = unsteadiness(m.samples_ms, m.cpu_samples_ms or m.samples_ms, threads, UNSTABLE_CV,
-                              CONTENTION_BOUND) <= 1  # the worker's own rule
-        self._retry.record(len(m.attempt_cvs), not steady)
-        return m
+        return [Measurement(**m["measurement"]) if m.get("ok") else MeasureError(m.get("error", "unknown error"),
+                                                                                 m.get("stage", "run"))
+                for m in reply["members"]]
+
+    def run(self, artifact: Any, *, iterations: int = 100, warmup: int = 10, threads: int = 1,
+            timeout: float = 300.0) -> Measurement:
+        """Time one artifact (an Artifact or its directory) in one burst: `warmup` untimed runs, then `iterations`
+        timed ones."""
+        if iterations < 2:
+            raise ToolkitError(f"iterations must be at least 2, not {iterations}")
+        (result,) = self.run_group([artifact], rounds=1, per_round=iterations, warmup=warmup, switch_warmup=0,
+                                   threads=threads, timeout=timeout, seed=0)
+        if isinstance(result, MeasureError):
+            raise result
+        return result
 
     def close(self) -> None:
         if self._worker is not None:

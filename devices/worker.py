@@ -1,23 +1,22 @@
 """The measuring process of the host device (`python -m devices.worker`, driven by devices/host.py).
 
-For each request: load the artifact with export.load(threads=N) (timed: load_ms), prepare the input (a seeded
-random image normalised with the model's mean/std, made before any timing), run once (first_ms), run `warmup`
-times untimed, then `iterations` times with time.perf_counter_ns() around the inference call alone. The garbage
-collector is off during the timed loop. Afterwards the same loop times an empty callable: that is the harness's
-own per-iteration cost, reported so a reader can check it is negligible next to the fastest cell.
+One request times a group of artifacts in interleaved rounds (the protocol is devices/rounds.py). Each member is
+loaded with export.load(threads=N) (timed: load_ms), given its input (a seeded random image normalised with the
+model's mean/std, made before any timing), run once (first_ms) and `warmup` times untimed. Then, round by round
+in each round's shuffled order, every member runs `switch_warmup` untimed and `per_round` timed iterations, with
+time.perf_counter_ns() around the inference call alone and the garbage collector off. Every sample is returned
+with its round. Afterwards the same loop times an empty callable: the harness's own per-iteration cost, reported
+so a reader can check it is negligible next to the fastest cell. A group of one with one round is the classic
+single burst (`--rounds 1 --per-round 100`).
 
 CPU time per iteration (time.process_time_ns, read outside the wall-clock window) is kept beside the latency. With
 one thread it is what the inference costs when nothing else wants the core; wall time above it is time the
 process sat preempted by a neighbour, so on a shared machine it tells contention from the model's own spread.
 
-Retries: if the caller allows them, a timed loop that is not steady (coefficient of variation above `retry_cv`, or
-with one thread a median wall time more than `retry_contention` above the median CPU time: a neighbour had the
-core) is run again on the same loaded session after a pause, up to `retries` more times and within the time
-budget; the steadiest attempt is returned, with every attempt's CV for the record.
-
-Peak memory: Linux lets a process reset its peak RSS (write "5" to /proc/self/clear_refs); the worker does so
-before loading, then reads VmHWM after the loop, so the figure is this cell's peak (runtime + model + buffers,
-plus the worker's own ~100 MB of Python and imports). Where the reset is not allowed, the figure is left out.
+Peak memory: Linux lets a process reset its peak RSS (write "5" to /proc/self/clear_refs). The worker resets it
+before loading each member and reads VmHWM after the member's first runs, so a member's figure is what a worker
+holding only that model would peak at: the worker's own resident memory before any member was loaded (~100 MB of
+Python and imports) plus the rise this member caused. Where the reset is not allowed, the figure is left out.
 """
 
 from __future__ import annotations
@@ -30,12 +29,11 @@ from pathlib import Path
 from typing import Any
 
 from devices.subproc import one_line, serve
-from models.common import CONTENTION_BOUND, UNSTABLE_CV, median
+from models.common import median
 from models.errors import ToolkitError
 
 CALIBRATION_ITERS = 2000
 INPUT_SEED = 0
-RETRY_PAUSE_S = 1.0  # times the attempt number
 
 
 def timed_loop(fn: Callable[[Any], Any], x: Any, n: int) -> tuple[list[int], list[int]]:
@@ -64,23 +62,6 @@ def harness_overhead_ns(x: Any, n: int = CALIBRATION_ITERS) -> float:
     return median(timed_loop(_empty, x, n)[0])
 
 
-def cv(samples: list[int]) -> float:
-    n = len(samples)
-    mean = sum(samples) / n
-    var = sum((s - mean) ** 2 for s in samples) / (n - 1)
-    return (var ** 0.5) / mean if mean > 0 else float("inf")
-
-
-def unsteadiness(wall: list[int], used: list[int], threads: int, retry_cv: float, retry_contention: float) -> float:
-    """How far a timed loop is from steady (<= 1: steady): its CV against retry_cv and, with one thread, how much
-    its median wall time exceeds its median CPU time, against retry_contention."""
-    score = cv(wall) / retry_cv if retry_cv > 0 else float("inf")
-    cpu = median(used)
-    if threads == 1 and cpu > 0 and retry_contention > 0:
-        score = max(score, (median(wall) / cpu - 1) / retry_contention)
-    return score
-
-
 def pin() -> list[int] | None:
     """Pin this process to the cores chosen by the driver (TOOLKIT_CPUS) or the last `threads` allowed ones."""
     if os.environ.get("TOOLKIT_PIN", "1") != "1" or not hasattr(os, "sched_setaffinity"):
@@ -105,14 +86,22 @@ def _reset_peak_rss() -> bool:
         return False
 
 
-def _peak_rss_mb() -> float | None:
+def _status_mb(field: str) -> float | None:
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(field + ":"):
                 return round(int(line.split()[1]) / 1024, 1)
     except (OSError, ValueError):
         pass
     return None
+
+
+def _peak_rss_mb() -> float | None:
+    return _status_mb("VmHWM")
+
+
+def _rss_mb() -> float | None:
+    return _status_mb("VmRSS")
 
 
 def make_input(manifest: dict[str, Any]):
@@ -126,86 +115,123 @@ def make_input(manifest: dict[str, Any]):
     return np.ascontiguousarray((pixels - mean) / std, dtype=np.float32)
 
 
-class Failure(Exception):
-    def __init__(self, stage: str, exc: BaseException):
-        super().__init__(one_line(exc))
-        self.stage = stage
+class _Member:
+    """One artifact of a group, loaded in this worker: its runtime session, input and figures so far."""
+
+    def __init__(self, artifact: str):
+        self.artifact = artifact
+        self.fn: Callable[[Any], Any] | None = None
+        self.x: Any = None
+        self.runtime, self.versions = "", {}
+        self.load_ns = self.first_ns = 0
+        self.peak_mb: float | None = None
+        self.wall: list[int] = []
+        self.used: list[int] = []
+        self.rounds: list[int] = []
+        self.error: tuple[str, str] | None = None  # (stage, message)
 
 
-def measure(artifact: str, iterations: int, warmup: int, threads: int, cpus: list[int] | None, *,
-            retries: int = 0, retry_cv: float = UNSTABLE_CV, retry_contention: float = CONTENTION_BOUND,
-            budget_s: float = float("inf")) -> dict[str, Any]:
+def _load_member(m: _Member, threads: int, warmup: int, base_rss_mb: float | None) -> None:
+    """Load one member, run it once (first_ms) and `warmup` more times. Its peak memory is measured as if it were
+    alone in the worker: the worker's own resident memory before any member was loaded, plus how far this
+    member's loading and first runs raised the peak above what was resident just before (peak reset per member)."""
     import export
     from export.core import format_spec, package_version
 
     try:
-        art = export.resolve(artifact)
+        art = export.resolve(m.artifact)
         spec = format_spec(art.manifest["format"])
-        x = make_input(art.manifest)
-    except Exception as exc:  # noqa: BLE001 - reported as the cell's error
-        raise Failure("load", exc) from None
+        m.x = make_input(art.manifest)
+        m.runtime, m.versions = spec.runtime, {p: package_version(p) for p in spec.runtime_packages}
+    except Exception as exc:  # noqa: BLE001 - reported as the member's error
+        m.error = ("load", one_line(exc))
+        return
     gc.collect()
-    rss_known = _reset_peak_rss()
-    loadavg = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-    started = time.monotonic()
+    before = _rss_mb() if base_rss_mb is not None and _reset_peak_rss() else None
     try:
         t0 = time.perf_counter_ns()
-        fn = export.load(art, threads=threads)
-        load_ns = time.perf_counter_ns() - t0
+        m.fn = export.load(art, threads=threads)
+        m.load_ns = time.perf_counter_ns() - t0
     except Exception as exc:  # noqa: BLE001
-        raise Failure("load", exc) from None
+        m.error = ("load", one_line(exc))
+        return
     try:
         t0 = time.perf_counter_ns()
-        fn(x)
-        first_ns = time.perf_counter_ns() - t0
+        m.fn(m.x)
+        m.first_ns = time.perf_counter_ns() - t0
         for _ in range(warmup):
-            fn(x)
-        attempts = []
-        while True:
-            t_attempt = time.monotonic()
-            gc_on = gc.isenabled()
-            gc.disable()
-            try:
-                wall, used = timed_loop(fn, x, iterations)
-                overhead = harness_overhead_ns(x)
-            finally:
-                if gc_on:
-                    gc.enable()
-            attempts.append((unsteadiness(wall, used, threads, retry_cv, retry_contention), wall, used))
-            took = time.monotonic() - t_attempt
-            if (attempts[-1][0] <= 1 or len(attempts) > retries
-                    or time.monotonic() - started + took + RETRY_PAUSE_S * len(attempts) > budget_s):
-                break
-            time.sleep(RETRY_PAUSE_S * len(attempts))  # a longer pause each time: let a neighbour's burst pass
+            m.fn(m.x)
     except Exception as exc:  # noqa: BLE001
-        raise Failure("run", exc) from None
-    peak = _peak_rss_mb() if rss_known else None
-    del fn
+        m.error, m.fn = ("run", one_line(exc)), None
+        return
+    peak = _peak_rss_mb() if before is not None else None
+    if peak is not None and before is not None and base_rss_mb is not None:
+        m.peak_mb = round(base_rss_mb + max(0.0, peak - before), 1)
+
+
+def measure_group(artifacts: list[str], *, rounds: int, per_round: int, warmup: int, switch_warmup: int,
+                  threads: int, cpus: list[int] | None, seed: int, first_round: int = 0) -> dict[str, Any]:
+    """Time a group of artifacts in interleaved rounds (devices/rounds.py): all loaded at once, `warmup` untimed
+    runs each after loading, then for every round, in that round's order, `switch_warmup` untimed and `per_round`
+    timed iterations of each member. A member that fails is reported as failed; the others go on."""
+    from devices.rounds import plan
+
+    base_rss = _rss_mb() if _reset_peak_rss() else None
+    loadavg = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    members = [_Member(a) for a in artifacts]
+    for m in members:
+        _load_member(m, threads, warmup, base_rss)
+    the_plan = plan(len(members), rounds, per_round, switch_warmup, seed, first_round)
+    gc_on = gc.isenabled()
+    gc.disable()
+    try:
+        for rnd, i in the_plan.chunks():
+            m = members[i]
+            if m.fn is None:
+                continue
+            try:
+                for _ in range(switch_warmup):
+                    m.fn(m.x)
+                wall, used = timed_loop(m.fn, m.x, per_round)
+            except Exception as exc:  # noqa: BLE001 - this member stops; the others go on
+                m.error, m.fn = ("run", one_line(exc)), None
+                continue
+            m.wall += wall
+            m.used += used
+            m.rounds += [rnd] * per_round
+        overhead = harness_overhead_ns(members[0].x if members[0].x is not None else 0)
+    finally:
+        if gc_on:
+            gc.enable()
+    out = []
+    for m in members:
+        if m.error is not None:
+            out.append({"ok": False, "stage": m.error[0], "error": m.error[1]})
+            continue
+        out.append({"ok": True, "measurement": {
+            "samples_ms": [s / 1e6 for s in m.wall], "cpu_samples_ms": [s / 1e6 for s in m.used],
+            "rounds": m.rounds, "per_round": per_round, "switch_warmup": switch_warmup,
+            "load_ms": m.load_ns / 1e6, "first_ms": m.first_ns / 1e6, "warmup": warmup, "threads": threads,
+            "cpus": cpus, "peak_rss_mb": m.peak_mb, "overhead_us": overhead / 1e3, "loadavg": loadavg,
+            "runtime": m.runtime, "runtime_versions": m.versions}})
+        m.fn = None
     gc.collect()
-    _, wall, used = min(attempts, key=lambda a: a[0])  # the steadiest attempt
-    return {"samples_ms": [s / 1e6 for s in wall], "cpu_samples_ms": [s / 1e6 for s in used],
-            "load_ms": load_ns / 1e6, "first_ms": first_ns / 1e6, "warmup": warmup, "threads": threads,
-            "cpus": cpus, "peak_rss_mb": peak, "overhead_us": overhead / 1e3, "loadavg": loadavg,
-            "attempt_cvs": [round(cv(a[1]), 5) for a in attempts], "runtime": spec.runtime,
-            "runtime_versions": {p: package_version(p) for p in spec.runtime_packages}}
+    return {"ok": True, "members": out}
 
 
 def main() -> None:
     cpus = pin()
 
     def handle(req: dict[str, Any]) -> dict[str, Any]:
-        if req.get("op") != "measure":
+        if req.get("op") != "measure_group":
             return {"ok": False, "stage": "run", "error": f"unknown request {req.get('op')!r}"}
         try:
-            m = measure(req["artifact"], req["iterations"], req["warmup"], req["threads"], cpus,
-                        retries=req.get("retries", 0), retry_cv=req.get("retry_cv", UNSTABLE_CV),
-                        retry_contention=req.get("retry_contention", CONTENTION_BOUND),
-                        budget_s=req.get("budget_s", float("inf")))
-        except Failure as exc:
-            return {"ok": False, "stage": exc.stage, "error": str(exc)}
-        except ToolkitError as exc:
+            return measure_group(list(req["artifacts"]), rounds=int(req["rounds"]), per_round=int(req["per_round"]),
+                                 warmup=int(req["warmup"]), switch_warmup=int(req["switch_warmup"]),
+                                 threads=int(req["threads"]), cpus=cpus, seed=int(req["seed"]),
+                                 first_round=int(req.get("first_round", 0)))
+        except (ToolkitError, ValueError, KeyError, TypeError) as exc:
             return {"ok": False, "stage": "load", "error": one_line(exc)}
-        return {"ok": True, "measurement": m}
 
     serve(handle)
 

@@ -150,7 +150,7 @@ def run_ids(store: Path) -> list[str]:
 @pytest.mark.bench
 def test_resume_after_kill_9(tmp_path, artifacts):
     args = ["run", "--models", SMALL, "--formats", "onnx", "--res", "64,96", "--threads", "1,2", "--iters", "1500",
-            "--warmup", "5", "--retries", "0"]
+            "--warmup", "5", "--max-rounds", "10"]
     proc = bench(*args, tmp=tmp_path, artifacts=artifacts, wait=False)
     store = tmp_path / "results.sqlite"
     deadline = time.monotonic() + 120
@@ -180,7 +180,7 @@ def test_resume_after_kill_9(tmp_path, artifacts):
 @pytest.mark.bench
 def test_two_concurrent_writers(tmp_path, artifacts):
     a = ["run", "--models", SMALL, "--formats", "onnx", "--res", "64,96", "--iters", "300", "--warmup", "2",
-         "--retries", "0"]
+         "--max-rounds", "10"]
     b = [x if x != "300" else "301" for x in a]  # other arguments: another run
     # both time the same device: the second waits for the first (--wait) instead of spoiling its timing
     procs = [bench(*x, "--wait", tmp=tmp_path, artifacts=artifacts, wait=False) for x in (a, b)]
@@ -240,20 +240,41 @@ def test_hung_runtime_is_killed_and_replaced(artifacts):
         assert exc.value.stage == "timeout"
         m = dev.run(art, iterations=20, warmup=2, threads=1, timeout=60)
         assert len(m.samples_ms) == 20 and m.load_ms > 0 and m.first_ms > 0 and m.overhead_us < 100
-        assert len(m.cpu_samples_ms) == 20 and m.attempt_cvs and m.cpus == sorted(os.sched_getaffinity(0))[-1:]
+        assert len(m.cpu_samples_ms) == 20 and m.rounds == [0] * 20 and m.cpus == sorted(os.sched_getaffinity(0))[-1:]
     finally:
         dev.close()
-    from devices.worker import measure  # the worker's own loop, with a bound no loop meets: every retry is made
 
-    m = measure(str(art), 20, 0, 1, None, retries=2, retry_cv=1e-9)
-    assert len(m["attempt_cvs"]) == 3 and len(m["samples_ms"]) == 20
-    assert stats.summarize(m["samples_ms"]).cv == pytest.approx(min(m["attempt_cvs"]), abs=1e-4)  # the steadiest
+
+@pytest.mark.bench
+def test_the_host_times_a_group_interleaved(artifacts, tmp_path):
+    import devices
+    from devices.base import MeasureError
+
+    good = [artifacts / m / "64x64" / "onnx-fp32" for m in (SMALL, MF)]
+    bad = tmp_path / "bad"
+    shutil.copytree(good[0], bad)
+    manifest = json.loads((bad / "manifest.json").read_text())
+    (bad / manifest["file"]).write_bytes(b"not an onnx file")
+    dev = devices.get("host")
+    try:
+        out = dev.run_group([good[0], bad, good[1]], rounds=3, per_round=4, warmup=1, switch_warmup=1, threads=1,
+                            timeout=120, seed=5)
+    finally:
+        dev.close()
+    a, broken, b = out
+    assert isinstance(broken, MeasureError) and broken.stage == "load"  # alone: the others are measured
+    for m in (a, b):
+        assert m.rounds == [0] * 4 + [1] * 4 + [2] * 4 and len(m.samples_ms) == len(m.cpu_samples_ms) == 12
+        assert m.per_round == 4 and m.switch_warmup == 1 and m.load_ms > 0 and m.first_ms > 0
+    assert sum(a.samples_ms) < sum(b.samples_ms)  # MobileNetV3-S is the faster of the two
+    if a.peak_rss_mb is not None:
+        assert 50 < a.peak_rss_mb < b.peak_rss_mb + 2000
 
 
 @pytest.mark.bench
 def test_report_from_a_tiny_sweep(tmp_path, artifacts):
     args = ["run", "--models", f"{SMALL},{MF}", "--formats", "onnx", "--res", "64,96", "--iters", "20", "--warmup",
-            "2", "--retries", "0"]
+            "2", "--max-rounds", "10"]
     rc, out, err = bench(*args, tmp=tmp_path, artifacts=artifacts)
     assert rc == 0, err
     rid = run_ids(tmp_path / "results.sqlite")[0]

@@ -434,7 +434,7 @@ def test_a_second_sweep_on_the_same_device_stops_or_waits(tmp_path, onnx_artifac
     env = {"TOOLKIT_LOCK_DIR": str(lock_dir)}
     out_root = onnx_artifact.parent.parent.parent
     args = [sys.executable, "-m", "bench", "run", "--models", SMALL, "--formats", "onnx", "--res", "64",
-            "--iters", "20000", "--warmup", "2", "--retries", "0", "--store", str(tmp_path / "s.sqlite"),
+            "--iters", "20000", "--warmup", "2", "--max-rounds", "10", "--store", str(tmp_path / "s.sqlite"),
             "--artifacts", str(out_root), "--reports", str(tmp_path / "r")]
     first = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                              env={**os.environ, **env})

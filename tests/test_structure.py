@@ -107,7 +107,7 @@ def test_registries_find_their_entries():
 
 
 @pytest.mark.parametrize("body,needle", [("[x]\nkind = \"phone\"\n", "kind 'phone' is not implemented"),
-                                         ("[x]\nkind = \"host\"\nretries = -1\n", "retries must be")])
+                                         ("[x]\nkind = \"host\"\npin = 3\n", "pin must be true or false")])
 def test_device_kinds_and_their_profiles(tmp_path, body, needle):
     import devices
     from models.errors import ToolkitError

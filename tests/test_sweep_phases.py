@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import signal
-from types import SimpleNamespace
 
 import pytest
 
@@ -27,13 +26,22 @@ class FakeDevice:
     def can_run(self, fmt: str) -> str | None:
         return "needs macOS" if fmt == "coreml" else None
 
-    def run(self, artifact, *, iterations, warmup, threads, timeout):
-        self.ran.append(artifact)
-        if "bad" in artifact:
-            raise MeasureError("cannot load bad.onnx", "load")
-        return SimpleNamespace(samples_ms=[2.0] * iterations, cpu_samples_ms=[2.0] * iterations, load_ms=1.0,
-                               first_ms=3.0, peak_rss_mb=50.0, overhead_us=0.4, loadavg=0.5, cpus=[1],
-                               runtime_versions={}, attempt_cvs=[0.0])
+    def run_group(self, artifacts, *, rounds, per_round, warmup, switch_warmup, threads, timeout, seed,
+                  first_round=0):
+        from devices.base import Measurement
+
+        out = []
+        for artifact in artifacts:
+            self.ran.append(artifact)
+            if "bad" in artifact:
+                out.append(MeasureError("cannot load bad.onnx", "load"))
+                continue
+            n = rounds * per_round
+            out.append(Measurement(samples_ms=[2.0] * n, cpu_samples_ms=[2.0] * n, load_ms=1.0, first_ms=3.0,
+                                   warmup=warmup, threads=threads, peak_rss_mb=50.0, overhead_us=0.4, loadavg=0.5,
+                                   cpus=[1], rounds=[first_round + i // per_round for i in range(n)],
+                                   per_round=per_round, switch_warmup=switch_warmup))
+        return out
 
 
 class FakeExporter:
