@@ -26,7 +26,7 @@ from models.common import median
 SUBJECT, BASELINE = "subject", "baseline"
 UNSTABLE_RULE = (f"CV above {stats.UNSTABLE_CV:.0%}, or with one thread a median wall time more than "
                  f"{stats.CONTENTION_BOUND:.0%} above the median CPU time")
-ROUND_RULE = f"its per-round medians disagree by more than {stats.ROUND_CV_BOUND:.0%} (CV over rounds)"
+ROUND_RULE = f"per-round medians disagreeing by more than {stats.ROUND_CV_BOUND:.0%} (CV over rounds)"
 PLOT_NAMES = ("latency", "ratio", "crossover", "throughput")  # each is <name>.png in the report folder
 
 
@@ -232,8 +232,8 @@ def noise_lines(a: Analysis) -> list[str]:
         else "moderately noisy"
     text = (f"Machine noise during this run: {level}. A cell's per-round medians varied by {median(rcv):.1%} "
             f"(median over {len(rcv)} cells, {rounds} rounds each) and by up to {worst['round_cv']:.1%} "
-            f"({worst['model_label']} {worst['runtime']} {worst['res_label']}); {unstable} cell(s) unstable "
-            f"({ROUND_RULE}).")
+            f"({worst['model_label']} {worst['runtime']} {worst['res_label']}); {unstable} cell(s) flagged unstable "
+            f"for {ROUND_RULE}.")
     wide = [(p, pt, lbl) for p in a.pairs for pt, lbl in zip(p.curve.points, p.labels) if pt.wide]
     if wide:
         text += (f" {len(wide)} ratio point(s) have a 95% interval wider than +-{stats.WIDE_HALF_WIDTH:.0%} and are "

@@ -147,7 +147,7 @@ def markdown(a: Analysis) -> str:
                             "" if r["wall_over_cpu"] is None else f"{r['wall_over_cpu']:.2f}", r.get("n_rounds") or 1,
                             "" if r.get("loadavg") is None else f"{r['loadavg']:.2f}"] for r in unstable])
     else:
-        lines += [f"None (no cell where {ROUND_RULE}).", ""]
+        lines += [f"None (no cell with {ROUND_RULE}).", ""]
     if not_run:
         reasons: dict[str, list[str]] = defaultdict(list)
         for r in not_run:

@@ -135,9 +135,11 @@ def test_a_third_baseline_gets_its_own_pairs_named_by_its_display_name(tmp_path)
         "no ratio to report.")
     writers.write_ratios_csv(a, tmp_path / "ratios.csv")
     lines = (tmp_path / "ratios.csv").read_text().splitlines()
-    assert lines[0] == "runtime,subject,baseline,resolution,res_equiv,ratio,ci95_low,ci95_high,unstable,crossover"
-    assert lines[3:5] == ["onnx,mobileformer_26m,mobilenetv4_conv_small,128,128.0,2.0000,2.0000,2.0000,0,204.8",
-                          "onnx,mobileformer_26m,mobilenetv4_conv_small,224,224.0,0.7500,0.7500,0.7500,0,204.8"]
+    assert lines[0] == ("runtime,subject,baseline,resolution,res_equiv,ratio,ci95_low,ci95_high,method,rounds,wide,"
+                        "unstable,crossover")
+    assert lines[3:5] == [
+        "onnx,mobileformer_26m,mobilenetv4_conv_small,128,128.0,2.0000,2.0000,2.0000,iterations,1,0,0,204.8",
+        "onnx,mobileformer_26m,mobilenetv4_conv_small,224,224.0,0.7500,0.7500,0.7500,iterations,1,0,0,204.8"]
 
 
 def test_names_come_from_the_roles_not_from_bench():
@@ -189,4 +191,4 @@ def test_rendered_answer_matches_the_report(tmp_path):
         "128 (95% CI 1.50-1.50)) and faster at 224 px (down to 0.70x at 224 (95% CI 0.70-0.70)). Crossover at 176 px "
         "(95% CI 176-176)."]
     assert (rendered.path / "ratios.csv").read_text().splitlines()[0] == (
-        "runtime,subject,baseline,resolution,res_equiv,ratio,ci95_low,ci95_high,unstable,crossover")
+        "runtime,subject,baseline,resolution,res_equiv,ratio,ci95_low,ci95_high,method,rounds,wide,unstable,crossover")

@@ -120,20 +120,20 @@ def test_plan_export_and_time(tmp_path):
 def test_ctrl_c_during_a_store_write_keeps_the_cell_and_stops(tmp_path):
     args, opts, store, order, seq, console, out = setup(tmp_path)
     deferred = sweep._Deferred()
-    real_add = store.add_cell
+    real_add = store.add_cells
 
-    def add_cell(row):
-        if row["status"] == "ok":  # the first measured cell: Ctrl-C arrives while it is being written
+    def add_cells(rows):
+        if any(row["status"] == "ok" for row in rows):  # the first measured group: Ctrl-C while it is written
             deferred.handler(signal.SIGINT, None)
             assert deferred.pending
-        return real_add(row)
+        return real_add(rows)
 
-    store.add_cell = add_cell
+    store.add_cells = add_cells
     device = FakeDevice()
     result = sweep.SweepResult("r1", opts.store)
     with pytest.raises(KeyboardInterrupt):
         sweep._work(store, args, opts, "r1", seq, order, device, [FakeExporter()], deferred, console, result)
     rows = store.cells("r1")
-    assert [r["status"] for r in rows].count("ok") == 1  # written whole, then the interrupt
-    assert len(device.ran) == 1 + sum(r["status"] == "failed" and r["stage"] == "load" for r in rows)
+    assert [r["status"] for r in rows].count("ok") == 2  # the group (both models at 64) written whole, then Ctrl-C
+    assert len(device.ran) == 2 + sum(r["status"] == "failed" and r["stage"] == "load" for r in rows)
     assert result.measured == 0 and not deferred.holding and not deferred.pending
