@@ -181,7 +181,7 @@ def test_resume_after_kill_9(tmp_path, artifacts):
 def test_two_concurrent_writers(tmp_path, artifacts):
     a = ["run", "--models", SMALL, "--formats", "onnx", "--res", "64,96", "--iters", "300", "--warmup", "2",
          "--max-rounds", "10"]
-    b = [x if x != "300" else "301" for x in a]  # other arguments: another run
+    b = [x if x != "300" else "310" for x in a]  # other arguments: another run
     # both time the same device: the second waits for the first (--wait) instead of spoiling its timing
     procs = [bench(*x, "--wait", tmp=tmp_path, artifacts=artifacts, wait=False) for x in (a, b)]
     for p in procs:
