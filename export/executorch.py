@@ -27,6 +27,7 @@ sees the file. The measurements behind each rule (pieces, ms, export seconds, MB
 
 from __future__ import annotations
 
+import contextlib
 import struct
 import time
 from collections import Counter
@@ -64,9 +65,10 @@ def convert(job: Job) -> Converted:
     stages["aten_rewrites"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    edge = to_edge_transform_and_lower(program, transform_passes=_passes(job.precision),
-                                       partitioner=[XnnpackPartitioner()],
-                                       compile_config=get_xnnpack_edge_compile_config())
+    with _lean_lowering():
+        edge = to_edge_transform_and_lower(program, transform_passes=_passes(job.precision),
+                                           partitioner=[XnnpackPartitioner()],
+                                           compile_config=get_xnnpack_edge_compile_config())
     stages["to_edge_and_lower"] = time.perf_counter() - t
     delegation = delegation_summary(edge.exported_program().graph_module)
 
@@ -112,6 +114,75 @@ def _op_name(node) -> str:
     for prefix in ("aten.", "dim_order_ops."):
         name = name.removeprefix(prefix)
     return name.removesuffix(".default")
+
+
+# --------------------------------------------------------------------------------------------- lowering cost
+@contextlib.contextmanager
+def _lean_lowering():
+    """Skip work in ExecuTorch's lowering that cannot change the program, for the duration of one lowering.
+
+    Two kinds (measured in docs/export.md, "Where export time goes"):
+      * XNNPACK passes whose pattern is absent from the graph still re-trace the whole graph with fake tensors at
+        the end of their `call` (about 1 s each for ~1,800 nodes). The upsample and SDPA pattern passes, the q/dq
+        metadata pass, the conv1d pass and the PReLU pass are skipped when the graph holds nothing they rewrite:
+        the same test they apply first (their pattern matcher, a q/dq node, a convolution with a rank-3 weight, a
+        `_prelu_kernel`), so a graph that has one still goes through the unmodified pass;
+      * ExportedProgramPassManager.check (a full graph recompile, lint and ExportedProgram verifier, run before
+        every one of ~25 pass-manager calls) keeps the recompile and drops the lint and verifier: the passes
+        produce the graph the ExportedProgram constructor verifies anyway.
+    The patches are class attributes restored on exit; the .pte bytes are unchanged by them (checked by sha256).
+    """
+    from executorch.backends.xnnpack._passes.conv1d_unsqueeze_pass import Conv1dUnsqueezePass
+    from executorch.backends.xnnpack._passes.convert_to_sdpa import ConvertToSDPAPass
+    from executorch.backends.xnnpack._passes.convert_to_upsample_bilinear2d import ConvertToUpsampleBilinear2d
+    from executorch.backends.xnnpack._passes.prelu_reshape_pass import PReLUReshapePass
+    from executorch.backends.xnnpack._passes.propagate_custom_meta_pass import PropagateCustomMetaPass
+    from executorch.backends.xnnpack.partition.graphs import bilinear_2d, sdpa
+    from executorch.backends.xnnpack.utils.quant_utils import is_dequant, is_quant
+    from executorch.exir.dialects._ops import ops as exir_ops
+    from executorch.exir.pass_manager import ExportedProgramPassManager
+    from torch.fx.passes.infra.pass_base import PassResult
+    from torch.fx.passes.utils.matcher_utils import SubgraphMatcher
+
+    def matches(patterns):
+        return lambda gm: any(SubgraphMatcher(p.graph, ignore_literals=True).match(gm.graph) for p in patterns)
+
+    def calls(gm):
+        return (n for n in gm.graph.nodes if n.op == "call_function")
+
+    def conv1d(gm):
+        return any(getattr(n.target, "__name__", "") == "aten.convolution.default"
+                   and len(getattr(n.meta.get("val"), "shape", ())) == 3 for n in calls(gm))
+
+    applies = {
+        ConvertToUpsampleBilinear2d: matches(bilinear_2d.get_graphs_dict()),
+        ConvertToSDPAPass: matches(sdpa.get_graphs()),
+        PropagateCustomMetaPass: lambda gm: any(is_quant(n) or is_dequant(n) for n in calls(gm)),
+        Conv1dUnsqueezePass: conv1d,
+        PReLUReshapePass: lambda gm: any(n.target == exir_ops.edge.aten._prelu_kernel.default for n in calls(gm)),
+    }
+
+    def guarded(call, test):
+        def run(self, graph_module):
+            if not test(graph_module):
+                return PassResult(graph_module, False)
+            return call(self, graph_module)
+        return run
+
+    def check(self, exported_program):
+        exported_program.graph_module.recompile()
+
+    saved = {cls: cls.__dict__["call"] for cls in applies}
+    saved_check = ExportedProgramPassManager.__dict__["check"]
+    try:
+        for cls, test in applies.items():
+            cls.call = guarded(saved[cls], test)
+        ExportedProgramPassManager.check = check
+        yield
+    finally:
+        for cls, call in saved.items():
+            cls.call = call
+        ExportedProgramPassManager.check = saved_check
 
 
 # --------------------------------------------------------------------------------------------- graph rewrites

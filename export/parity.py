@@ -1,7 +1,8 @@
 """Parity: does the exported artifact, run in its own runtime, compute what the PyTorch model computes?
 
 Two input sets, both at the artifact's resolution and normalised with the model's mean/std:
-  * random: 8 fresh random images (uniform pixels in [0, 1]); the seed is drawn anew and recorded;
+  * random: 8 fresh random images (uniform pixels in [0, 1]); the seed is drawn anew for each (model,
+    resolution) in a process (the formats of one group share it and the PyTorch reference) and recorded;
   * images: the photographs scikit-image ships (astronaut, coffee, chelsea, rocket), resized to H x W.
 Random inputs alone can hide errors that real images expose (rf-detr's ExecuTorch model passed on random input and
 failed on photographs), hence both.
@@ -84,35 +85,33 @@ def _run(fn, x: np.ndarray) -> np.ndarray:
 
 def check(manifest: dict[str, Any], model, load, cannot_run: str | None) -> dict[str, Any]:
     """Run the artifact (`load()` gives its runner) and the PyTorch model on both input sets; return the manifest's
-    "parity" record. `cannot_run` is the reason this host cannot run the format (the check is then "not run")."""
-    import torch
+    "parity" record. `cannot_run` is the reason this host cannot run the format (the check is then "not run").
 
+    The inputs and the PyTorch logits depend on the model and the resolution only, not on the format, so they are
+    computed once per (model, resolution) in a process and shared by the formats exported next (`_reference`):
+    the formats of one group are checked on the same random images (one recorded seed) against one reference."""
     m = manifest
     res = tuple(m["resolution"])
     mean, std = m["input"]["mean"], m["input"]["std"]
     thresholds = THRESHOLDS[m["precision"]]
-    seed = secrets.randbelow(2**31)
-    record: dict[str, Any] = {"thresholds": thresholds, "random_seed": seed, "photos": list(IMAGES)}
     if cannot_run:
-        record["verdict"] = f"not run: {cannot_run}"
+        record: dict[str, Any] = {"thresholds": thresholds, "random_seed": secrets.randbelow(2**31),
+                                  "photos": list(IMAGES), "verdict": f"not run: {cannot_run}"}
         return record
+    ref = _reference(model, res, mean, std, bool(m.get("dynamic")))
+    record = {"thresholds": thresholds, "random_seed": ref["seed"], "photos": list(IMAGES)}
+    if "alt_resolution" in ref:
+        record["alt_resolution"] = ref["alt_resolution"]
     runner = load()
-    sets = {"random": random_images(res, mean, std, seed), "images": photographs(res, mean, std)}
-    if m.get("dynamic"):  # a second size: a dynamic graph must not have baked in the export size
-        alt = (min(res[0] + 32, 2048), min(res[1] + 64, 2048))
-        sets["images_alt"] = photographs(alt, mean, std)
-        record["alt_resolution"] = list(alt)
     failures = []
-    for key, x in sets.items():
-        with torch.no_grad():
-            ref = model(torch.from_numpy(x)).numpy()
+    for key, (x, expected) in ref["sets"].items():
         try:
             got = _run(runner, x)
         except Exception as exc:  # noqa: BLE001 - the runtime refusing the input is a failed check
             msg = " ".join(str(exc).split())[:200]
             failures.append(f"{key}: the runtime failed at {x.shape[2]}x{x.shape[3]}: {type(exc).__name__}: {msg}")
             continue
-        figures = compare(ref, got)
+        figures = compare(expected, got)
         record[key] = figures
         if not figures["max_rel"] <= thresholds["max_rel"]:
             failures.append(f"{key}: max_rel {figures['max_rel']:.2e} > {thresholds['max_rel']:g}")
@@ -122,6 +121,39 @@ def check(manifest: dict[str, Any], model, load, cannot_run: str | None) -> dict
     if failures:
         record["reason"] = "; ".join(failures)
     return record
+
+
+_REFERENCE: dict[str, Any] = {}  # the last (model, resolution)'s inputs and PyTorch logits (one kept)
+
+
+def _state(model) -> tuple:
+    """Identity and in-place version of every weight: a model changed in place gets a new reference."""
+    return tuple((t.data_ptr(), t._version) for t in (*model.parameters(), *model.buffers()))
+
+
+def _reference(model, res: tuple[int, int], mean, std, dynamic: bool) -> dict[str, Any]:
+    """Input sets (random with a fresh seed, photographs, and for dynamic artifacts photographs at a second size)
+    with the PyTorch logits for each, computed once per (model object and weights, resolution, normalisation)."""
+    import weakref
+
+    import torch
+
+    key = (res, tuple(mean), tuple(std), dynamic)
+    entry = _REFERENCE.get("last")
+    if entry is not None and entry["model"]() is model and entry["key"] == key and entry["state"] == _state(model):
+        return entry
+    seed = secrets.randbelow(2**31)
+    inputs = {"random": random_images(res, mean, std, seed), "images": photographs(res, mean, std)}
+    entry = {"model": weakref.ref(model), "key": key, "seed": seed}
+    if dynamic:  # a second size: a dynamic graph must not have baked in the export size
+        alt = (min(res[0] + 32, 2048), min(res[1] + 64, 2048))
+        inputs["images_alt"] = photographs(alt, mean, std)
+        entry["alt_resolution"] = list(alt)
+    with torch.no_grad():
+        entry["sets"] = {k: (x, model(torch.from_numpy(x)).numpy()) for k, x in inputs.items()}
+    entry["state"] = _state(model)
+    _REFERENCE["last"] = entry
+    return entry
 
 
 def worst(parity: dict[str, Any] | None) -> dict[str, float | None]:
