@@ -131,7 +131,44 @@ def _lean_lowering():
         every one of ~25 pass-manager calls) keeps the recompile and drops the lint and verifier: the passes
         produce the graph the ExportedProgram constructor verifies anyway.
     The patches are class attributes restored on exit; the .pte bytes are unchanged by them (checked by sha256).
+    An ExecuTorch whose internals moved (another version than the pinned one) gets the plain lowering: the patches
+    are an optimisation, never a requirement.
     """
+    try:
+        patches = _lean_patches()
+    except (ImportError, AttributeError, KeyError):
+        patches = None
+    if patches is None:
+        yield
+        return
+    applies, check = patches
+    saved = {cls: cls.__dict__["call"] for cls in applies}
+    from executorch.exir.pass_manager import ExportedProgramPassManager
+
+    saved_check = ExportedProgramPassManager.__dict__["check"]
+
+    def guarded(call, test):
+        def run(self, graph_module):
+            if not test(graph_module):
+                from torch.fx.passes.infra.pass_base import PassResult
+
+                return PassResult(graph_module, False)
+            return call(self, graph_module)
+        return run
+
+    try:
+        for cls, test in applies.items():
+            cls.call = guarded(saved[cls], test)
+        ExportedProgramPassManager.check = check
+        yield
+    finally:
+        for cls, call in saved.items():
+            cls.call = call
+        ExportedProgramPassManager.check = saved_check
+
+
+def _lean_patches():
+    """The passes to guard with the test each applies first, and the lighter pass-manager check."""
     from executorch.backends.xnnpack._passes.conv1d_unsqueeze_pass import Conv1dUnsqueezePass
     from executorch.backends.xnnpack._passes.convert_to_sdpa import ConvertToSDPAPass
     from executorch.backends.xnnpack._passes.convert_to_upsample_bilinear2d import ConvertToUpsampleBilinear2d
@@ -141,7 +178,6 @@ def _lean_lowering():
     from executorch.backends.xnnpack.utils.quant_utils import is_dequant, is_quant
     from executorch.exir.dialects._ops import ops as exir_ops
     from executorch.exir.pass_manager import ExportedProgramPassManager
-    from torch.fx.passes.infra.pass_base import PassResult
     from torch.fx.passes.utils.matcher_utils import SubgraphMatcher
 
     def matches(patterns):
@@ -162,27 +198,12 @@ def _lean_lowering():
         PReLUReshapePass: lambda gm: any(n.target == exir_ops.edge.aten._prelu_kernel.default for n in calls(gm)),
     }
 
-    def guarded(call, test):
-        def run(self, graph_module):
-            if not test(graph_module):
-                return PassResult(graph_module, False)
-            return call(self, graph_module)
-        return run
-
     def check(self, exported_program):
         exported_program.graph_module.recompile()
 
-    saved = {cls: cls.__dict__["call"] for cls in applies}
-    saved_check = ExportedProgramPassManager.__dict__["check"]
-    try:
-        for cls, test in applies.items():
-            cls.call = guarded(saved[cls], test)
-        ExportedProgramPassManager.check = check
-        yield
-    finally:
-        for cls, call in saved.items():
-            cls.call = call
-        ExportedProgramPassManager.check = saved_check
+    for cls in (*applies, ExportedProgramPassManager):
+        cls.__dict__["call" if cls is not ExportedProgramPassManager else "check"]  # KeyError: internals moved
+    return applies, check
 
 
 # --------------------------------------------------------------------------------------------- graph rewrites
