@@ -581,8 +581,8 @@ def export_cells(work: WorkContext, runnable: list[Cell], exporters: list[Worker
                                            markup=False)
                 progress.advance(task)
     except BaseException:
-        for w in exporters:  # unblock the threads waiting on a child, then drop queued groups
-            w.kill()
+        for w in exporters:  # unblock the threads waiting on a child for good, then drop queued groups
+            w.stop()
         pool.shutdown(wait=False, cancel_futures=True)
         raise
     pool.shutdown(wait=True)

@@ -57,6 +57,7 @@ class Worker:
         self._proc: subprocess.Popen | None = None
         self._stderr = None
         self._buf = b""
+        self.stopped = False  # after stop(): no request starts a child again
 
     @property
     def pid(self) -> int | None:
@@ -68,10 +69,15 @@ class Worker:
         self._proc = subprocess.Popen([sys.executable, "-m", self.module], stdin=subprocess.PIPE,
                                       stdout=subprocess.PIPE, stderr=self._stderr, env=self.env,
                                       start_new_session=True, preexec_fn=_die_with_parent)
+        if self.stopped:  # stop() ran while this child was starting
+            self.kill()
+            raise WorkerError(f"{self.label} was stopped", "stopped")
         return self._proc
 
     def call(self, request: dict[str, Any], timeout: float) -> dict[str, Any]:
         """Send one request and wait for its reply; a hung or dead child is killed and reported."""
+        if self.stopped:
+            raise WorkerError(f"{self.label} was stopped", "stopped")
         proc = self._proc if self._proc and self._proc.poll() is None else self._start()
         try:
             proc.stdin.write((json.dumps(request) + "\n").encode())
@@ -129,6 +135,12 @@ class Worker:
         if self._stderr is not None:
             self._stderr.close()
             self._stderr = None
+
+    def stop(self) -> None:
+        """Kill the child for good: a thread about to send this worker its next request gets a WorkerError instead
+        of starting a fresh child (how Ctrl-C during exports stops at once)."""
+        self.stopped = True
+        self.kill()
 
     def close(self) -> None:
         """Ask the child to finish (end of input), then kill it if it does not within a few seconds."""

@@ -7,7 +7,10 @@ from __future__ import annotations
 # MAdds (MobileNetV3-L 217M, MobileNetV4-Conv-S 186M) or its accuracy (MobileViT-XS), so comparisons stay like for like
 SWEEP_MODELS = ("mobileformer_294m", "mobilenetv3_large_100", "mobilenetv4_conv_small", "mobilevit_xs")
 SWEEP_FORMATS = "all"
-SWEEP_RESOLUTIONS = "128,160,192,224,256,384,512"
+# Five sizes: the small-image regime the question is about (128, 160), the crossover region (192, 224) and one large
+# size (384). Seven (adding 256 and 512) made a cold `make bench` ~38 min on this 2-core machine, exports being
+# ~4 min per resolution (docs/bench.md, "Time"); `--res` takes any list.
+SWEEP_RESOLUTIONS = "128,160,192,224,384"
 SWEEP_ITERATIONS = 100
 SWEEP_WARMUP = 10
 SWEEP_THREADS = "1"

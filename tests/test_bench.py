@@ -308,6 +308,10 @@ def test_report_from_a_tiny_sweep(tmp_path, artifacts):
     assert len(ids) == 2 and ids[1] == f"{ids[0]}-2"
     rc, out, err = bench("compare", ids[0], ids[1], tmp=tmp_path, artifacts=artifacts)
     assert rc == 0 and "all cells: n=4" in out, err
+    assert "slowdown ratios: n=2" in out and "inside A's 95% interval" in out  # MF / MNv3-S at 64 and 96
+    for col in ("n_rounds", "round_cv", "session"):
+        assert col in header
+    assert "Machine noise during this run" in md and "interleaved rounds of 2" in md
     rc, out, err = bench("list", tmp=tmp_path, artifacts=artifacts)
     assert rc == 0 and ids[0] in out and "4/4" in out
     rc, out, err = bench("report", "--run", ids[0], tmp=tmp_path, artifacts=artifacts)

@@ -135,3 +135,15 @@ def test_sweep_console_says_rounds(tmp_path):
     text = out.getvalue()
     assert "group   onnx 64x64 t1 (2 models): 10 rounds of 10" in text and "rounds disagree" in text
     assert len(store.cells("r1")) == 2
+
+
+def test_a_stopped_worker_never_starts_again():
+    """Ctrl-C during exports: a pool thread about to send the next group's request must not start a fresh export
+    worker (a sweep that printed "interrupted" once hung until that export finished)."""
+    from devices.subproc import Worker, WorkerError
+
+    w = Worker("devices.worker", label="export worker 1")
+    w.stop()
+    with pytest.raises(WorkerError, match="was stopped") as exc:
+        w.call({"op": "nothing"}, 5)
+    assert exc.value.stage == "stopped" and w.pid is None
