@@ -80,6 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--max-rounds", type=bounded_int("--max-rounds", 1, 10_000), default=None,
                    help="a group whose ratio intervals stay wider than +-3%% gets more rounds, up to this many; "
                         "= --rounds turns that off (default: 2 x rounds)")
+    r.add_argument("--passes", type=bounded_int("--passes", 1, 10_000), default=None,
+                   help="spread each group's rounds over this many passes over all groups, so a ratio samples the "
+                        "whole timing phase (must divide --rounds; default: 5 for 10 rounds)")
     r.add_argument("--switch-warmup", type=bounded_int("--switch-warmup", 0, 1000), default=None,
                    help="untimed iterations each time a model is switched in (default: 2, measured: docs/bench.md)")
     r.add_argument("--warmup", type=bounded_int("--warmup", 0, 1_000_000), default=10,
@@ -131,7 +134,7 @@ def cmd_run(args: argparse.Namespace, argv: list[str] | None) -> int:
     sweep_args = sweep.parse_args(device=args.device, models_arg=args.models, formats=args.formats, res=args.res,
                                   iters=args.iters, warmup=args.warmup, threads=args.threads,
                                   converter=args.converter, precision=args.precision, rounds=args.rounds,
-                                  per_round=args.per_round, max_rounds=args.max_rounds,
+                                  per_round=args.per_round, max_rounds=args.max_rounds, passes=args.passes,
                                   switch_warmup=DEFAULT_SWITCH_WARMUP if args.switch_warmup is None
                                   else args.switch_warmup)
     opts = sweep.Options(store=args.store, reports=args.reports, artifacts=args.artifacts, run_id=args.run_id,

@@ -60,12 +60,18 @@ CELL_COLUMNS = {
 }
 
 
+# One row per pass of a group (bench/sweep.py): the members' measurements of that pass, so a sweep killed between
+# passes resumes with the passes not stored yet. The cells table gets the merged result when a group is finished.
+PASSES_DDL = ("CREATE TABLE IF NOT EXISTS passes (run_id TEXT NOT NULL, group_id TEXT NOT NULL, pass INTEGER NOT NULL, "
+              "payload TEXT NOT NULL, PRIMARY KEY (run_id, group_id, pass))")
+
+
 def _ddl() -> list[str]:
     runs = ", ".join(f"{k} {v}" for k, v in RUN_COLUMNS.items())
     cells = ", ".join(f"{k} {v}" for k, v in CELL_COLUMNS.items())
     return [f"CREATE TABLE IF NOT EXISTS runs ({runs})",
             f"CREATE TABLE IF NOT EXISTS cells ({cells}, PRIMARY KEY (run_id, cell_key))",
-            "CREATE INDEX IF NOT EXISTS cells_status ON cells (run_id, status)"]
+            "CREATE INDEX IF NOT EXISTS cells_status ON cells (run_id, status)", PASSES_DDL]
 
 
 APPLICATION_ID = 0x4D44544B  # "MDTK": PRAGMA application_id of every store this toolkit creates
@@ -195,7 +201,10 @@ class Store:
                 c.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def _add_new_columns(self) -> None:
-        """A store written by an older version of this module gets the columns added since (as NULLs)."""
+        """A store written by an older version of this module gets the columns (as NULLs) and tables added since."""
+        if not self.conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'passes'").fetchone():
+            with self.transaction() as c:
+                c.execute(PASSES_DDL)
         for table, columns in (("runs", RUN_COLUMNS), ("cells", CELL_COLUMNS)):
             have = {r[1] for r in self.conn.execute(f"PRAGMA table_info({table})")}
             missing = [c for c in columns if c not in have]
@@ -297,6 +306,21 @@ class Store:
                                 tuple(row.values()))
                 added += cur.rowcount == 1
         return added
+
+    def add_pass(self, run_id: str, group_id: str, pass_no: int, payload: list[Any]) -> None:
+        """Store one pass of a group (its members' measurements), in its own transaction."""
+        with self.transaction() as c:
+            c.execute("INSERT OR IGNORE INTO passes (run_id, group_id, pass, payload) VALUES (?, ?, ?, ?)",
+                      (run_id, group_id, pass_no, json.dumps(payload)))
+
+    def passes(self, run_id: str, group_id: str) -> list[tuple[int, list[Any]]]:
+        """The stored passes of a group, in order: (pass number, payload)."""
+        try:
+            rows = self.conn.execute("SELECT pass, payload FROM passes WHERE run_id = ? AND group_id = ? ORDER BY "
+                                     "pass", (run_id, group_id)).fetchall()
+        except sqlite3.OperationalError:  # a read-only store of an older version has no passes table
+            return []
+        return [(int(n), json.loads(p)) for n, p in rows]
 
     def delete_failed(self, run_id: str) -> int:
         with self.transaction() as c:

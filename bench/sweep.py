@@ -42,7 +42,7 @@ import models
 from bench import stats
 from bench.labels import model_label, runtime_label
 from bench.store import Store
-from devices.rounds import DEFAULT_PER_ROUND, DEFAULT_ROUNDS, DEFAULT_SWITCH_WARMUP
+from devices.rounds import DEFAULT_PASSES, DEFAULT_PER_ROUND, DEFAULT_ROUNDS, DEFAULT_SWITCH_WARMUP
 from devices.subproc import Worker, WorkerError
 from export.hostlock import DeviceLock, timing_cores
 from models import defaults
@@ -99,6 +99,7 @@ class SweepArgs:
     per_round: int = DEFAULT_PER_ROUND
     switch_warmup: int = DEFAULT_SWITCH_WARMUP  # untimed runs before every chunk
     max_rounds: int = 2 * DEFAULT_ROUNDS  # a group whose intervals stay wide gets rounds up to this many
+    passes: int = DEFAULT_PASSES  # the rounds of a group are spread over this many passes over all groups
 
     def canonical(self) -> dict[str, Any]:
         return {"device": self.device, "models": [model_label(m, dict(o)) for m, o in self.models],
@@ -107,7 +108,7 @@ class SweepArgs:
                                                                      for r in self.resolutions],
                 "threads": list(self.threads), "iterations": self.iterations, "warmup": self.warmup,
                 "rounds": self.rounds, "per_round": self.per_round, "switch_warmup": self.switch_warmup,
-                "max_rounds": self.max_rounds}
+                "max_rounds": self.max_rounds, "passes": self.passes}
 
     @property
     def hash(self) -> str:
@@ -166,10 +167,20 @@ def round_settings(iters: int | None, rounds: int | None, per_round: int | None,
     return rounds, per_round, max_rounds
 
 
+def pass_count(rounds: int, passes: int | None) -> int:
+    """How many passes a group's rounds are spread over: `passes` if given (it must divide the rounds), else the
+    largest divisor of the rounds up to DEFAULT_PASSES (10 rounds: 5 passes of 2)."""
+    if passes is None:
+        return max(d for d in range(1, min(DEFAULT_PASSES, rounds) + 1) if rounds % d == 0)
+    if type(passes) is not int or passes < 1 or rounds % passes:
+        raise ToolkitError(f"--passes {passes!r} must be a whole number that divides --rounds {rounds}")
+    return passes
+
+
 def parse_args(*, device: str, models_arg: str, formats: str, res: str, iters: int | None = None, warmup: int = 10,
                threads: str | int = "1", converter: str | None = None, precision: str = "fp32",
                rounds: int | None = None, per_round: int | None = None, switch_warmup: int = DEFAULT_SWITCH_WARMUP,
-               max_rounds: int | None = None) -> SweepArgs:
+               max_rounds: int | None = None, passes: int | None = None) -> SweepArgs:
     """Validate the command line's lists into SweepArgs; anything unknown is a ToolkitError naming the valid ones."""
     from export import FORMATS, PRECISIONS, format_spec
 
@@ -216,7 +227,7 @@ def parse_args(*, device: str, models_arg: str, formats: str, res: str, iters: i
     n_rounds, k, top = round_settings(iters, rounds, per_round, max_rounds)
     return SweepArgs(device, tuple(sorted(set(parsed_models))), tuple(sorted(set(fmts))), tuple(sorted(set(convs))),
                      tuple(sorted(set(precs))), tuple(resolutions), tuple(ths), n_rounds * k, int(warmup),
-                     n_rounds, k, int(switch_warmup), top)
+                     n_rounds, k, int(switch_warmup), top, pass_count(n_rounds, passes))
 
 
 # --------------------------------------------------------------------------------------------- run identity
@@ -675,7 +686,7 @@ def wide_points(cells: list[Cell], results: list[Any], roles: dict[str, str] | N
 
 
 def _merge(first: Any, more: Any) -> Any:
-    """A member's measurement with the samples of its extra rounds appended (load and first run: the first call's)."""
+    """A member's measurement with the samples of its later rounds appended (load and first run: the first pass's)."""
     from dataclasses import replace
 
     return replace(first, samples_ms=first.samples_ms + more.samples_ms,
@@ -683,59 +694,56 @@ def _merge(first: Any, more: Any) -> Any:
                    peak_rss_mb=max((v for v in (first.peak_rss_mb, more.peak_rss_mb) if v is not None), default=None))
 
 
-def time_group(device: Any, cells: list[Cell], paths: list[str], args: SweepArgs, run_seed: int,
-               timeout: float, say: Any = None) -> tuple[list[Any], int]:
-    """Time one group by the round protocol; returns (per cell: Measurement or MeasureError, rounds run).
+def time_pass(device: Any, cells: list[Cell], paths: list[str], args: SweepArgs, run_seed: int, timeout: float,
+              n_rounds: int, first_round: int, say: Any = None) -> list[Any]:
+    """One pass over a group: `n_rounds` interleaved rounds numbered from `first_round`; per cell a Measurement or
+    a MeasureError. A failure of the whole group (the worker hung or crashed) is retried member by member, so one
+    bad artifact costs only its own cell."""
+    from devices.base import MeasureError
 
-    Adaptive rounds (the rule, docs/bench.md): after `args.rounds` rounds, while an interval of the group is wider
-    than +-stats.ADAPT_HALF_WIDTH and fewer than `args.max_rounds` rounds have run, another args.rounds // 2 rounds
-    (at least one) are run and appended. A quiet group costs nothing extra; only where the intervals demand it.
-    A failure of the whole group (the worker hung or crashed) is retried member by member, so one bad artifact
-    costs only its own cell.
-    """
-    from devices.base import MeasureError, Measurement
+    # The first pass warms each model up fully after loading; later passes load it again in the same (warm) worker,
+    # where the first run plus the switch warm-up before every chunk suffice (the report's chunk check shows it).
+    warmup = args.warmup if first_round == 0 else min(args.warmup, args.switch_warmup)
 
-    def call(members: list[int], n_rounds: int, first_round: int) -> list[Any]:
+    def call(members: list[int]) -> list[Any]:
         sub = [cells[i] for i in members]
         return device.run_group([paths[i] for i in members], rounds=n_rounds, per_round=args.per_round,
-                                warmup=args.warmup, switch_warmup=args.switch_warmup, threads=cells[0].threads,
-                                timeout=timeout * len(members) * n_rounds / args.rounds,
+                                warmup=warmup, switch_warmup=args.switch_warmup, threads=cells[0].threads,
+                                timeout=timeout * len(members) * max(n_rounds / args.rounds, 0.2),
                                 seed=_group_seed(run_seed, sub, first_round), first_round=first_round)
 
     everyone = list(range(len(cells)))
     try:
-        results = call(everyone, args.rounds, 0)
+        return call(everyone)
     except MeasureError as exc:
         if len(cells) == 1:
-            return [exc], 0
+            return [exc]
         if say:
-            say(f"  group   {_group_label(cells[0])}: [{exc.stage}] {exc}; timing its members one by one")
+            say(f"  group   {_group_label(cells[0])}: [{exc.stage}] {exc}; timing its members one by one",
+                markup=False)
         results = []
         for i in everyone:
             try:
-                results += call([i], args.rounds, 0)
+                results += call([i])
             except MeasureError as one:
                 results.append(one)
-        return results, args.rounds
-    done = args.rounds
-    step = max(1, args.rounds // 2)
-    while done < args.max_rounds:
-        wide = wide_points(cells, results)
-        if not wide:
-            break
-        n = min(step, args.max_rounds - done)
-        alive = [i for i in everyone if isinstance(results[i], Measurement)]
-        if say:
-            say(f"  rounds  {_group_label(cells[0])}: after {done} rounds still wide: {', '.join(wide)}; {n} more",
-                markup=False)
-        try:
-            more = call(alive, n, done)
-        except MeasureError:
-            break  # keep the rounds already timed
-        for i, m in zip(alive, more):
-            results[i] = _merge(results[i], m) if isinstance(m, Measurement) else m
-        done += n
-    return results, done
+        return results
+
+
+def _absorb(results: list[Any], new: list[Any]) -> list[Any]:
+    """Fold one pass into a group's results (None = not run in that pass): samples appended; a member that failed
+    once stays failed."""
+    from devices.base import Measurement
+
+    out = []
+    for old, m in zip(results, new):
+        if m is None or (old is not None and not isinstance(old, Measurement)):
+            out.append(old)
+        elif old is None:
+            out.append(m)
+        else:
+            out.append(_merge(old, m) if isinstance(m, Measurement) else m)
+    return out
 
 
 def _group_label(cell: Cell) -> str:
@@ -743,52 +751,84 @@ def _group_label(cell: Cell) -> str:
             f"{models.format_resolution(cell.res)} t{cell.threads}")
 
 
+def group_id(cells: list[Cell]) -> str:
+    """A group's identity in the passes table: its members' cell keys."""
+    return hashlib.sha256(json.dumps(sorted(c.key for c in cells)).encode()).hexdigest()[:16]
+
+
+def _encode_member(m: Any) -> dict[str, Any] | None:
+    from devices.base import Measurement
+
+    if m is None:
+        return None
+    if isinstance(m, Measurement):
+        return {"ok": True, "measurement": m.as_dict()}
+    return {"ok": False, "stage": getattr(m, "stage", "run"), "error": str(m)}
+
+
+def _decode_member(d: dict[str, Any] | None) -> Any:
+    from devices.base import MeasureError, Measurement
+
+    if d is None:
+        return None
+    return Measurement(**d["measurement"]) if d.get("ok") else MeasureError(d.get("error", "?"), d.get("stage", "run"))
+
+
 def time_cells(work: WorkContext, todo: list[Cell], artifacts: dict[str, tuple[str, dict]], device: Any,
                progress: Any) -> None:
-    """The measuring loop: group by group (the run's shuffled order), each group timed in interleaved rounds and
-    stored whole; progress weighted by expected cost so the ETA means something.
+    """The measuring loop, in passes: every group (the cells compared with each other) gets `rounds / passes`
+    interleaved rounds per pass, the groups of a pass in a fresh shuffled order, so each ratio's rounds are spread
+    over the whole timing phase and meet the machine's slow changes too, not one window of a few seconds.
 
-    On a host device the loop holds the machine's timing cores (exports next door wait for the timed loops).
+    Each pass of each group is stored at once (store.add_pass) and a resumed run goes on with the passes not stored
+    yet. After the scheduled passes, a group with an interval still wider than +-stats.ADAPT_HALF_WIDTH gets
+    further passes while it has run fewer than `max_rounds` rounds (the rule: docs/bench.md, "Rounds"); then its
+    cells are stored whole. On a host device the loop holds the machine's timing cores.
     """
-    from devices.base import Measurement
+    from devices.base import MeasureError, Measurement
 
     store, args, opts, run_id = work.store, work.args, work.opts, work.run_id
     run_seed = (store.run(run_id) or {}).get("seed") or 0
     cores = timing_cores(f"run {run_id}", say=progress.console.print) if device.kind == "host" else \
         contextlib.nullcontext()
     with cores:  # on this machine: exclusive use of the cores (exports next door wait for the timed loops)
-        measure = [c for c in todo if c.key in artifacts]
-        per_cell = args.iterations + args.warmup + args.rounds * args.switch_warmup
+        measure = [c for c in todo if c.key in artifacts and not store.has_cell(run_id, c.key)]
+        per_pass = args.rounds // args.passes
+        per_cell = (args.iterations + args.warmup + args.passes * (1 + args.switch_warmup)
+                    + args.rounds * args.switch_warmup)
         weight = {c.key: (artifacts[c.key][1].get("madds") or 1) * per_cell for c in measure}
         task = progress.add_task("measure", total=sum(weight.values()) or 1, cell="")
         mtask = progress.add_task("  cells", total=len(measure), cell="")
-        for group in group_cells(measure):
-            stored = [c for c in group if store.has_cell(run_id, c.key)]  # a concurrent sweep got there first
-            for c in stored:
-                progress.advance(task, weight[c.key])
-                progress.advance(mtask)
-            group = [c for c in group if c not in stored]
-            if not group:
-                continue
-            label = f"{_group_label(group[0])} ({len(group)} model{'s' if len(group) > 1 else ''})"
-            progress.update(task, cell=label)
-            paths = [artifacts[c.key][0] for c in group]
-            results, n_rounds = time_group(device, group, paths, args, run_seed, opts.timeout,
-                                           say=progress.console.print)
-            session = secrets.token_hex(6)
+        state: dict[str, dict[str, Any]] = {}
+        for g in group_cells(measure):
+            gid = group_id(g)
+            results: list[Any] = [None] * len(g)
+            done = set()
+            for pass_no, payload in store.passes(run_id, gid):
+                results = _absorb(results, [_decode_member(m) for m in payload])
+                done.add(pass_no)
+            state[gid] = {"cells": g, "results": results, "done": done, "paths": [artifacts[c.key][0] for c in g]}
+            for c in g:
+                progress.advance(task, weight[c.key] * len(done) / args.passes)
+
+        def finish(gid: str) -> None:
+            st = state.pop(gid)
+            g, results = st["cells"], st["results"]
             rows = []
-            for cell, path, m in zip(group, paths, results):
+            for cell, path, m in zip(g, st["paths"], results):
                 manifest = artifacts[cell.key][1]
                 if isinstance(m, Measurement):
                     rows.append((cell, {"status": "ok", "manifest": manifest, "artifact": path, "measurement": m,
-                                        "session": session}))
+                                        "session": gid}))
                 else:
-                    stage = getattr(m, "stage", "run")
-                    rows.append((cell, {"status": "failed", "stage": stage, "error": str(m), "manifest": manifest,
-                                        "artifact": path}))
+                    m = m if m is not None else MeasureError("not measured", "run")
+                    rows.append((cell, {"status": "failed", "stage": getattr(m, "stage", "run"), "error": str(m),
+                                        "manifest": manifest, "artifact": path}))
             work.save_group(rows)
-            progress.console.print(f"  group   {label}: {n_rounds} rounds of {args.per_round}", markup=False)
-            for cell, m in zip(group, results):
+            n_rounds = max((len(set(m.rounds)) for m in results if isinstance(m, Measurement)), default=0)
+            progress.console.print(f"  group   {_group_label(g[0])} ({len(g)} models): {n_rounds} rounds of "
+                                   f"{args.per_round}", markup=False)
+            for cell, m in zip(g, results):
                 if isinstance(m, Measurement):
                     s = stats.summarize(m.samples_ms, m.cpu_samples_ms or None, threads=cell.threads,
                                         rounds=m.rounds or None)
@@ -801,5 +841,44 @@ def time_cells(work: WorkContext, todo: list[Cell], artifacts: dict[str, tuple[s
                 else:
                     progress.console.print(f"  failed  {cell.label()}: [{getattr(m, 'stage', 'run')}] {m}",
                                            markup=False)
-                progress.advance(task, weight[cell.key])
                 progress.advance(mtask)
+
+        def run_pass(gid: str, pass_no: int) -> None:
+            st = state[gid]
+            g = st["cells"]
+            alive = [i for i, m in enumerate(st["results"]) if m is None or isinstance(m, Measurement)]
+            if alive:
+                progress.update(task, cell=f"pass {pass_no + 1}: {_group_label(g[0])} ({len(alive)} models)")
+                new = time_pass(device, [g[i] for i in alive], [st["paths"][i] for i in alive], args, run_seed,
+                                opts.timeout, per_pass, pass_no * per_pass, say=progress.console.print)
+                full: list[Any] = [None] * len(g)
+                for i, m in zip(alive, new):
+                    full[i] = m
+                with work.deferred.held():
+                    store.add_pass(run_id, gid, pass_no, [_encode_member(m) for m in full])
+                st["results"] = _absorb(st["results"], full)
+            st["done"].add(pass_no)
+            if pass_no < args.passes:
+                for c in g:
+                    progress.advance(task, weight[c.key] / args.passes)
+
+        rng = random.Random(run_seed)
+        pass_no = 0
+        while state:
+            extra = pass_no >= args.passes
+            order = sorted(gid for gid, st in state.items() if pass_no not in st["done"])
+            rng.shuffle(order)
+            if extra:  # adaptive passes: only the groups whose intervals are still wide
+                order = [gid for gid in order if wide_points(state[gid]["cells"], state[gid]["results"])]
+                if order:
+                    progress.console.print(f"  pass    {pass_no + 1}: {len(order)} group(s) with an interval wider "
+                                           f"than +-{stats.ADAPT_HALF_WIDTH:.0%} get {per_pass} more round(s)",
+                                           markup=False)
+            for gid in order:
+                run_pass(gid, pass_no)
+            pass_no += 1
+            if pass_no >= args.passes:
+                capped = (pass_no + 1) * per_pass > args.max_rounds
+                for gid in [gid for gid in state if capped or (extra and gid not in order)
+                            or not wide_points(state[gid]["cells"], state[gid]["results"])]:
+                    finish(gid)

@@ -78,32 +78,73 @@ def _group():
     return args, cells, [f"/art/{c.model}" for c in cells]
 
 
-def test_a_quiet_group_gets_no_extra_rounds_and_a_noisy_one_gets_them_up_to_the_cap():
+def _time(tmp_path, device, run_id="r1"):
+    """time_cells on the one group of _group(), into a store at tmp_path; returns (store, console text)."""
+    from rich.console import Console
+    from rich.progress import Progress
+
     args, cells, paths = _group()
+    opts = sweep.Options(store=tmp_path / "s.sqlite", reports=tmp_path / "r", artifacts=tmp_path / "a")
+    store = Store.open(opts.store)
+    out = io.StringIO()
+    console = Console(file=out, width=300, highlight=False, soft_wrap=True)
+    work = sweep.WorkContext(store, args, opts, run_id, {c.key: i for i, c in enumerate(cells)}, sweep._Deferred(),
+                             sweep.SweepResult(run_id, opts.store))
+    with Progress(console=console) as progress:
+        sweep.time_cells(work, cells, {c.key: (p, {"madds": 1}) for c, p in zip(cells, paths)}, device, progress)
+    return store, out.getvalue()
+
+
+def test_rounds_are_spread_over_passes_and_a_quiet_group_gets_no_extra(tmp_path):
+    args, _, _ = _group()
+    assert (args.rounds, args.passes, args.max_rounds) == (10, 5, 20)
     quiet = GroupDevice(noise=0.001)
-    results, n = sweep.time_group(quiet, cells, paths, args, 1, 60)
-    assert n == 10 and quiet.calls == [(2, 10, 0)]
+    store, text = _time(tmp_path, quiet)
+    assert quiet.calls == [(2, 2, 0), (2, 2, 2), (2, 2, 4), (2, 2, 6), (2, 2, 8)]
+    rows = store.cells("r1")
+    assert len(rows) == 2 and all(r["rounds"] == [k for k in range(10) for _ in range(10)] for r in rows)
+    assert "group   onnx 64x64 t1 (2 models): 10 rounds of 10" in text and "rounds disagree" in text
+
+
+def test_a_noisy_group_gets_extra_passes_up_to_the_cap(tmp_path):
     noisy = GroupDevice(noise=0.3)
-    said = []
-    results, n = sweep.time_group(noisy, cells, paths, args, 1, 60, say=lambda *a, **k: said.append(a[0]))
-    assert n == 20 and noisy.calls == [(2, 10, 0), (2, 5, 10), (2, 5, 15)]
-    assert all(r.rounds == sorted(r.rounds) and set(r.rounds) == set(range(20)) for r in results)
-    assert "still wide" in said[0]
+    store, text = _time(tmp_path, noisy)
+    assert [c[2] for c in noisy.calls] == list(range(0, 20, 2))  # 5 scheduled passes, then 5 more: 20 rounds
+    assert "interval wider than +-3% get 2 more round(s)" in text
+    assert all(set(r["rounds"]) == set(range(20)) for r in store.cells("r1"))
+
+
+def test_a_sweep_killed_between_passes_resumes_with_the_next_pass(tmp_path):
+    class Dies(GroupDevice):
+        def run_group(self, artifacts, **kw):
+            if len(self.calls) == 2:
+                raise KeyboardInterrupt
+            return super().run_group(artifacts, **kw)
+
+    dies = Dies(noise=0.001)
+    with pytest.raises(KeyboardInterrupt):
+        _time(tmp_path, dies)
+    store = Store.open(tmp_path / "s.sqlite")
+    assert store.cells("r1") == [] and len(store.conn.execute("SELECT * FROM passes").fetchall()) == 2
+    again = GroupDevice(noise=0.001)
+    store, _ = _time(tmp_path, again)
+    assert [c[2] for c in again.calls] == [4, 6, 8]  # the two stored passes are not timed again
+    assert all(r["rounds"] == [k for k in range(10) for _ in range(10)] for r in store.cells("r1"))
 
 
 def test_a_group_that_fails_whole_is_timed_member_by_member():
     args, cells, paths = _group()
     dev = GroupDevice(fail_groups=True)
     said = []
-    results, n = sweep.time_group(dev, cells, paths, args, 1, 60, say=lambda *a, **k: said.append(a[0]))
-    assert dev.calls[0] == (2, 10, 0) and dev.calls[1:] == [(1, 10, 0), (1, 10, 0)]
+    results = sweep.time_pass(dev, cells, paths, args, 1, 60, 2, 0, say=lambda *a, **k: said.append(a[0]))
+    assert dev.calls == [(2, 2, 0), (1, 2, 0), (1, 2, 0)]
     assert all(isinstance(r, Measurement) for r in results) and "one by one" in said[0]
 
 
 def test_a_group_is_stored_whole_with_its_session(tmp_path):
     args, cells, paths = _group()
     store = Store.open(tmp_path / "s.sqlite")
-    results, _ = sweep.time_group(GroupDevice(noise=0.001), cells, paths, args, 1, 60)
+    results = sweep.time_pass(GroupDevice(noise=0.001), cells, paths, args, 1, 60, 10, 0)
     rows = [sweep.cell_row("r", i, c, args=args, status="ok", measurement=m, session="abc")
             for i, (c, m) in enumerate(zip(cells, results))]
     assert store.add_cells(rows) == 2 and store.add_cells(rows) == 0
@@ -115,26 +156,6 @@ def test_a_group_is_stored_whole_with_its_session(tmp_path):
     a = analyse({"run_id": "r"}, stored)
     (pair,) = a.pairs
     assert pair.curve.points[0].method == "rounds" and pair.curve.points[0].ratio == pytest.approx(3.0, rel=0.01)
-
-
-def test_sweep_console_says_rounds(tmp_path):
-    from rich.console import Console
-
-    args, cells, paths = _group()
-    opts = sweep.Options(store=tmp_path / "s.sqlite", reports=tmp_path / "r", artifacts=tmp_path / "a")
-    store = Store.open(opts.store)
-    seq = {c.key: i for i, c in enumerate(cells)}
-    out = io.StringIO()
-    console = Console(file=out, width=300, highlight=False, soft_wrap=True)
-    work = sweep.WorkContext(store, args, opts, "r1", seq, sweep._Deferred(), sweep.SweepResult("r1", opts.store))
-    from rich.progress import Progress
-
-    with Progress(console=console) as progress:
-        sweep.time_cells(work, cells, {c.key: (p, {"madds": 1}) for c, p in zip(cells, paths)},
-                         GroupDevice(noise=0.001), progress)
-    text = out.getvalue()
-    assert "group   onnx 64x64 t1 (2 models): 10 rounds of 10" in text and "rounds disagree" in text
-    assert len(store.cells("r1")) == 2
 
 
 def test_a_stopped_worker_never_starts_again():

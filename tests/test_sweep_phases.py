@@ -135,5 +135,6 @@ def test_ctrl_c_during_a_store_write_keeps_the_cell_and_stops(tmp_path):
         sweep._work(store, args, opts, "r1", seq, order, device, [FakeExporter()], deferred, console, result)
     rows = store.cells("r1")
     assert [r["status"] for r in rows].count("ok") == 2  # the group (both models at 64) written whole, then Ctrl-C
-    assert len(device.ran) == 2 + sum(r["status"] == "failed" and r["stage"] == "load" for r in rows)
+    # every pass had run (each pass of the 64 px group; the 96 px group's artifact failed to load in its first)
+    assert len(device.ran) == args.passes * 2 + 1
     assert result.measured == 0 and not deferred.holding and not deferred.pending
