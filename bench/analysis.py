@@ -7,8 +7,9 @@ baseline family therefore gets its own pairs without a change here.
 
 A "runtime" is a format with its converter and precision (bench/labels.py), plus the thread count when a run has
 several. A pair is (runtime, a subject model, a baseline model) over the resolutions both were measured at; its
-ratios are the subject's median latency over the baseline's, with 95% bootstrap intervals (bench/stats.py); the
-crossover is where the ratio crosses 1. The x axis is the equivalent square side sqrt(H * W) in pixels.
+ratios are the subject's latency over the baseline's (the median of per-round ratios), with 95% intervals
+(bench/stats.py); the crossover is where the ratio crosses 1. The x axis is the equivalent square side
+sqrt(H * W) in pixels.
 """
 
 from __future__ import annotations
@@ -101,7 +102,7 @@ class Analysis:
     def titles(self) -> dict[str, str]:
         """Plot name -> its title (also the image's alt text in report.md)."""
         return {"latency": "Latency vs resolution (median, band p10-p90)",
-                "ratio": f"Slowdown of {self.subject} vs resolution (median ratio, 95% bootstrap interval)",
+                "ratio": f"Slowdown of {self.subject} vs resolution (median of per-round ratios, 95% interval)",
                 "crossover": "Crossover resolution per runtime (ratio = 1)",
                 "throughput": "Effective throughput: MAdds per millisecond vs resolution"}
 

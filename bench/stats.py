@@ -24,7 +24,8 @@ An unstable cell's figures are kept and reported, flagged, never silently droppe
 Ratios (ratio_curve), per resolution, subject over baseline:
   paired rounds (both cells timed in the same group session, >= 2 common rounds): the ratio of the two cells'
            medians in each round (both met the same machine), summarised as the median of the per-round ratios;
-           its 95% interval is a percentile bootstrap over rounds (the per-round ratios resampled with replacement);
+           its 95% interval is the distribution-free interval of that median (order statistics of the per-round
+           ratios, median_interval); the crossover's interval resamples the rounds (bootstrap);
   unpaired rounds (timed in different sessions, e.g. a group split by a resume): median over median, the interval
            from resampling each cell's per-round medians independently;
   one round: median over median, the interval from resampling iterations (the old single-burst interval).
@@ -203,6 +204,20 @@ def _boot_medians(samples: Sequence[float], rng: np.random.Generator, n_boot: in
     return np.median(x[idx], axis=1)
 
 
+def median_interval(values: Sequence[float], level: float = LEVEL) -> tuple[float, float]:
+    """The distribution-free interval of a median: order statistics x(k) and x(n + 1 - k), with k the largest
+    whole number such that P(Binomial(n, 1/2) < k) <= (1 - level) / 2 (n = 20: x(6) and x(15), 95.9%). Exact for
+    independent values (per-round ratios are: lag-1 autocorrelation 0.03 measured); it needs no resampling, and
+    unlike a percentile bootstrap of a median of 10-20 values it does not come out too narrow."""
+    from scipy.stats import binom
+
+    v = np.sort(np.asarray(values, dtype=np.float64))
+    n = v.size
+    k = int(binom.ppf((1 - level) / 2, n, 0.5))  # P(B <= k - 1) <= alpha/2 < P(B <= k)
+    k = max(k, 1) if binom.cdf(k - 1, n, 0.5) <= (1 - level) / 2 else max(k - 1, 1)
+    return float(v[k - 1]), float(v[n - k])
+
+
 def paired_round_ratios(a: Sequence[float], a_rounds: Sequence[int], b: Sequence[float],
                         b_rounds: Sequence[int]) -> np.ndarray:
     """median(a in round k) / median(b in round k) for every round both have."""
@@ -229,8 +244,9 @@ def ratio_point(x: float, d: PointData, rng: np.random.Generator, n_boot: int,
     ra, rb = by_round(d.numer, d.numer_rounds), by_round(d.denom, d.denom_rounds)
     if d.paired and len(set(ra) & set(rb)) >= 2:
         per_round = paired_round_ratios(d.numer, d.numer_rounds, d.denom, d.denom_rounds)
-        ratio, reps, method, n = float(np.median(per_round)), _boot_medians(per_round, rng, n_boot), "rounds", \
-            per_round.size
+        ratio, reps = float(np.median(per_round)), _boot_medians(per_round, rng, n_boot)
+        low, high = median_interval(per_round, level)
+        return RatioPoint(float(x), ratio, min(low, ratio), max(high, ratio), "rounds", per_round.size), reps
     elif len(ra) >= 2 and len(rb) >= 2:
         ma = [float(np.median(v)) for v in ra.values()]
         mb = [float(np.median(v)) for v in rb.values()]

@@ -876,6 +876,9 @@ def time_cells(work: WorkContext, todo: list[Cell], artifacts: dict[str, tuple[s
                                            markup=False)
             for gid in order:
                 run_pass(gid, pass_no)
+            if order and not extra:
+                progress.console.print(f"  pass    {pass_no + 1}/{args.passes}: {len(order)} group(s), {per_pass} "
+                                       "round(s) each", markup=False)
             pass_no += 1
             if pass_no >= args.passes:
                 capped = (pass_no + 1) * per_pass > args.max_rounds

@@ -147,6 +147,14 @@ def run_ids(store: Path) -> list[str]:
     return ids
 
 
+def passes_stored(store: Path) -> int:
+    conn = sqlite3.connect(store)
+    try:
+        return conn.execute("SELECT COUNT(*) FROM passes").fetchone()[0]
+    finally:
+        conn.close()
+
+
 @pytest.mark.bench
 def test_resume_after_kill_9(tmp_path, artifacts):
     args = ["run", "--models", SMALL, "--formats", "onnx", "--res", "64,96", "--threads", "1,2", "--iters", "1500",
@@ -156,21 +164,25 @@ def test_resume_after_kill_9(tmp_path, artifacts):
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
         try:
-            if store.exists() and cells(store):
+            if store.exists() and passes_stored(store):
                 break
         except sqlite3.OperationalError:  # the schema is not there yet
             pass
         time.sleep(0.02)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    stored_before = len(cells(store))
-    assert 1 <= stored_before < 4, "the sweep should have been killed mid-run"
+    stored_before = passes_stored(store)
+    assert 1 <= stored_before < 4 * 5 and not cells(store), "the sweep should have been killed in its first passes"
     rc, out, err = bench(*args, tmp=tmp_path, artifacts=artifacts)
     assert rc == 0, err
-    assert "resuming run" in out and f"{4 - stored_before} to do" in out
+    assert "resuming run" in out and "4 to do" in out
     rows = cells(store)
     assert len(rows) == 4 and len({r["cell_key"] for r in rows}) == 4
-    assert all(r["status"] == "ok" and len(json.loads(r["samples_ms"])) == 1500 for r in rows)
+    for r in rows:  # every round exactly once: the stored passes were kept, not timed again
+        rounds = json.loads(r["rounds"])
+        assert r["status"] == "ok" and len(json.loads(r["samples_ms"])) == 1500
+        assert sorted(set(rounds)) == list(range(10)) and all(rounds.count(k) == 150 for k in range(10))
+    assert passes_stored(store) == 4 * 5
     assert len(run_ids(store)) == 1
     rc, out, err = bench(*args, tmp=tmp_path, artifacts=artifacts)  # finished: a no-op that re-renders
     assert rc == 0 and "0 to do" in out and "0 measured now" in out and len(cells(store)) == 4

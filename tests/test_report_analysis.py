@@ -149,7 +149,7 @@ def test_names_come_from_the_roles_not_from_bench():
     assert [(p.numer, p.denom) for p in a.pairs] == [("mobilevit_xs", "mobileformer_26m")]
     assert analysis.answer(a) == ["On **onnx**, mobilevit_xs vs mobileformer_26m: ViT-ish is faster at the one size "
                                   "measured: 0.50x at 128 (95% CI 0.50-0.50)."]
-    assert a.titles["ratio"] == "Slowdown of ViT-ish vs resolution (median ratio, 95% bootstrap interval)"
+    assert a.titles["ratio"] == "Slowdown of ViT-ish vs resolution (median of per-round ratios, 95% interval)"
     assert "## Slowdown ratio (ViT-ish median / baseline median)" in writers.markdown(a)
 
 
