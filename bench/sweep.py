@@ -660,13 +660,14 @@ def wide_points(cells: list[Cell], results: list[Any], roles: dict[str, str] | N
     """The intervals of a timed group that are still wider than +-target: every subject / baseline ratio the report
     will print for this group (or, in a group without such a pair, each cell's interval of its mean). Returns a
     label per wide one (empty: the group is settled)."""
+    from bench.analysis import BASELINE, SUBJECT, Roles
     from devices.base import Measurement
 
-    roles = roles or {f.name: f.role for f in models.families()}
+    roles = roles or Roles.from_registry().role
     ok = [(c, m) for c, m in zip(cells, results) if isinstance(m, Measurement)]
     role = {c.key: roles.get(models.spec(c.model).family) for c, _ in ok}
-    subjects = [(c, m) for c, m in ok if role[c.key] == "subject"]
-    baselines = [(c, m) for c, m in ok if role[c.key] == "baseline"]
+    subjects = [(c, m) for c, m in ok if role[c.key] == SUBJECT]
+    baselines = [(c, m) for c, m in ok if role[c.key] == BASELINE]
     out = []
     if subjects and baselines:
         rng = np.random.default_rng(stats.BOOT_SEED)
@@ -862,6 +863,13 @@ def time_cells(work: WorkContext, todo: list[Cell], artifacts: dict[str, tuple[s
                 for c in g:
                     progress.advance(task, weight[c.key] / args.passes)
 
+        def is_wide(gid: str) -> list[str]:
+            """wide_points of a group, computed once per number of passes it has had."""
+            st = state[gid]
+            if st.get("wide_at") != len(st["done"]):
+                st["wide"], st["wide_at"] = wide_points(st["cells"], st["results"]), len(st["done"])
+            return st["wide"]
+
         rng = random.Random(run_seed)
         pass_no = 0
         while state:
@@ -869,7 +877,7 @@ def time_cells(work: WorkContext, todo: list[Cell], artifacts: dict[str, tuple[s
             order = sorted(gid for gid, st in state.items() if pass_no not in st["done"])
             rng.shuffle(order)
             if extra:  # adaptive passes: only the groups whose intervals are still wide
-                order = [gid for gid in order if wide_points(state[gid]["cells"], state[gid]["results"])]
+                order = [gid for gid in order if is_wide(gid)]
                 if order:
                     progress.console.print(f"  pass    {pass_no + 1}: {len(order)} group(s) with an interval wider "
                                            f"than +-{stats.ADAPT_HALF_WIDTH:.0%} get {per_pass} more round(s)",
@@ -883,5 +891,5 @@ def time_cells(work: WorkContext, todo: list[Cell], artifacts: dict[str, tuple[s
             if pass_no >= args.passes:
                 capped = (pass_no + 1) * per_pass > args.max_rounds
                 for gid in [gid for gid in state if capped or (extra and gid not in order)
-                            or not wide_points(state[gid]["cells"], state[gid]["results"])]:
+                            or not is_wide(gid)]:
                     finish(gid)
