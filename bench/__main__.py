@@ -161,7 +161,7 @@ def cmd_run(args: argparse.Namespace, argv: list[str] | None) -> int:
         print(f"bench: error: report not written: {res.report_error} (every cell is in the store; "
               f"`python -m bench report --run {res.run_id}` writes it later)", file=sys.stderr)
         return 2
-    return 130 if res.interrupted else 0
+    return 130 if res.interrupted else (3 if res.gone else 0)
 
 
 def cmd_report(args: argparse.Namespace, argv: list[str] | None) -> int:

@@ -320,6 +320,10 @@ def cell_row(run_id: str, seq: int, cell: Cell, *, args: SweepArgs, status: str,
 
 
 # --------------------------------------------------------------------------------------------- interrupts
+class DeviceGone(ToolkitError):
+    """The device stopped answering (several transport failures in a row): the sweep stops trying it."""
+
+
 class _Deferred:
     """Ctrl-C raises at once, except inside `held()` (a store write), where it is raised right after."""
 
@@ -357,6 +361,7 @@ class SweepResult:
     counts: dict[str, int] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
     interrupted: bool = False
+    gone: str | None = None  # why the sweep stopped trying the device (DeviceGone), if it did
     seconds: float = 0.0
     report_error: str | None = None
 
@@ -445,6 +450,8 @@ def _run_locked(args: SweepArgs, opts: Options, console: Any, device: Any, store
             _work(store, args, opts, run_id, seq, todo, device, exporters, deferred, console, result)
     except KeyboardInterrupt:
         result.interrupted = True
+    except DeviceGone as exc:
+        result.gone = str(exc)
     finally:
         for exporter in exporters:
             exporter.kill()
@@ -461,6 +468,11 @@ def _run_locked(args: SweepArgs, opts: Options, console: Any, device: Any, store
     if result.interrupted:
         console.print(f"interrupted: {len(rows)} of {len(cells)} cells are stored in {opts.store}; run the same "
                       "command again to resume")
+    elif result.gone:
+        console.print(f"stopped: {result.gone}. {len(rows)} of {len(cells)} cells are stored in {opts.store}; "
+                      f"when the device is back, run the same command to resume (add --retry-failed to measure the "
+                      f"cells that failed again; check it first with `python -m devices check {device.name}`)",
+                      markup=False)
     elif opts.report:
         from bench import report
 
@@ -717,8 +729,8 @@ def time_pass(device: Any, cells: list[Cell], paths: list[str], args: SweepArgs,
     try:
         return call(everyone)
     except MeasureError as exc:
-        if len(cells) == 1:
-            return [exc]
+        if len(cells) == 1 or exc.stage == "transport":  # the device is unreachable: its members would be too
+            return [exc] * len(cells)
         if say:
             say(f"  group   {_group_label(cells[0])}: [{exc.stage}] {exc}; timing its members one by one",
                 markup=False)
@@ -844,6 +856,9 @@ def time_cells(work: WorkContext, todo: list[Cell], artifacts: dict[str, tuple[s
                                            markup=False)
                 progress.advance(mtask)
 
+        give_up = getattr(device, "give_up_after", None)  # remote kinds: transport failures in a row tolerated
+        lost: list[str] = []  # the transport failures since the last group that went through
+
         def run_pass(gid: str, pass_no: int) -> None:
             st = state[gid]
             g = st["cells"]
@@ -852,6 +867,18 @@ def time_cells(work: WorkContext, todo: list[Cell], artifacts: dict[str, tuple[s
                 progress.update(task, cell=f"pass {pass_no + 1}: {_group_label(g[0])} ({len(alive)} models)")
                 new = time_pass(device, [g[i] for i in alive], [st["paths"][i] for i in alive], args, run_seed,
                                 opts.timeout, per_pass, pass_no * per_pass, say=progress.console.print)
+                if new and all(getattr(m, "stage", None) == "transport" for m in new):
+                    # Not a pass: the device could not be reached. Its cells are stored failed (stage transport;
+                    # `--retry-failed` measures them again, resuming from the passes already stored).
+                    lost.append(str(new[0]))
+                    for i, m in zip(alive, new):
+                        st["results"][i] = m
+                    finish(gid)
+                    if give_up and len(lost) >= give_up:
+                        raise DeviceGone(f"device {device.name} stopped answering ({len(lost)} transport failures "
+                                         f"in a row; last: {lost[-1]})")
+                    return
+                lost.clear()
                 full: list[Any] = [None] * len(g)
                 for i, m in zip(alive, new):
                     full[i] = m
@@ -883,7 +910,8 @@ def time_cells(work: WorkContext, todo: list[Cell], artifacts: dict[str, tuple[s
                                            f"than +-{stats.ADAPT_HALF_WIDTH:.0%} get {per_pass} more round(s)",
                                            markup=False)
             for gid in order:
-                run_pass(gid, pass_no)
+                if gid in state:  # a group can finish early (its device unreachable)
+                    run_pass(gid, pass_no)
             if order and not extra:
                 progress.console.print(f"  pass    {pass_no + 1}/{args.passes}: {len(order)} group(s), {per_pass} "
                                        "round(s) each", markup=False)

@@ -1,4 +1,4 @@
-"""python -m devices list | describe NAME | run NAME ARTIFACT [--iters N --warmup N --threads N --timeout S]"""
+"""python -m devices list | describe NAME | check NAME | provision NAME | run NAME ARTIFACT [--iters N ...]"""
 
 from __future__ import annotations
 
@@ -17,15 +17,27 @@ def main(argv: list[str] | None = None) -> int:
         "Devices that run exported artifacts and time them. Profiles live in devices/devices.toml; "
         "`host` (this machine) is built in."),
         epilog="examples:\n  python -m devices list\n  python -m devices describe host\n"
-               "  python -m devices run host artifacts/<model>/224x224/onnx-fp32 --iters 50",
+               "  python -m devices check pi --profiles my-devices.toml\n"
+               "  python -m devices provision pi --profiles my-devices.toml\n"
+               "  python -m devices run host artifacts/<model>/224x224/onnx-fp32 --iters 50\n\n"
+               "A profile of your own (--profiles FILE) adds tables to devices/devices.toml and overrides them; "
+               "docs/devices.md explains each kind (host, ssh, macos) and its keys.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     ls = sub.add_parser("list", help="device profiles")
     d = sub.add_parser("describe", help="CPU, cores, OS and runtime versions of a device (JSON)")
     d.add_argument("name")
+    c = sub.add_parser("check", help="is the device ready: reachable, runtimes there, formats it runs, free disk "
+                       "(exit 0 only when ready)")
+    c.add_argument("name")
+    pv = sub.add_parser("provision", help="create a venv with the runtimes on a board (ssh kinds) from "
+                        "devices/requirements-board.txt")
+    pv.add_argument("name")
+    pv.add_argument("--with-executorch", action="store_true",
+                    help="also install executorch and torch (its Python runtime imports torch; large)")
     r = sub.add_parser("run", help="time one artifact on a device and print its statistics")
     r.add_argument("name")
-    for p in (ls, d, r):
+    for p in (ls, d, c, pv, r):
         p.add_argument("--profiles", metavar="FILE",
                        help="your device profiles (TOML); its tables add to and override devices/devices.toml")
     r.add_argument("artifact", help="an artifact directory (with manifest.json) or its model file")
@@ -45,9 +57,24 @@ def main(argv: list[str] | None = None) -> int:
                                                        for name, prof in devices.profiles(args.profiles).items()])
         return 0
     dev = devices.get(args.name, args.profiles)
-    if args.cmd == "describe":
-        print(json.dumps(dev.describe(), indent=2))
-        return 0
+    try:
+        if args.cmd == "describe":
+            print(json.dumps(dev.describe(), indent=2))
+            return 0
+        if args.cmd == "check":
+            return _check(dev)
+        if args.cmd == "provision":
+            if not hasattr(dev, "provision"):
+                print(f"devices: error: device {dev.name} is of kind {dev.kind}, which has nothing to provision",
+                      file=sys.stderr)
+                return 2
+            python = dev.provision(with_executorch=args.with_executorch)
+            print(f"provisioned {dev.name}: {python} (used by default from now on; "
+                  f"`python -m devices check {dev.name}` says what it can run)")
+            return _check(dev)
+    finally:
+        if args.cmd != "run":
+            dev.close()
     import contextlib
     import statistics
 
@@ -68,6 +95,17 @@ def main(argv: list[str] | None = None) -> int:
           f"first {m.first_ms:.1f} ms, peak RSS {m.peak_rss_mb} MB, harness {m.overhead_us:.2f} us/iter, "
           f"cores {m.cpus}")
     return 0
+
+
+def _check(dev) -> int:
+    """Facts on stdout, one line per problem on stderr; 0 only when the device is ready."""
+    facts, problems = dev.check()
+    for line in facts:
+        print(f"{dev.name}: {line}")
+    for line in problems:
+        print(f"problem: {line}", file=sys.stderr)
+    print(f"{dev.name}: {'ready' if not problems else f'NOT ready ({len(problems)} problem(s))'}")
+    return 0 if not problems else 1
 
 
 if __name__ == "__main__":

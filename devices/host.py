@@ -116,6 +116,30 @@ class HostDevice:
             "numpy": package_version("numpy"),
         }
 
+    def check(self) -> tuple[list[str], list[str]]:
+        """(facts, problems) for `devices check host`: which formats this machine can run, which runtime is missing."""
+        import shutil
+
+        from export.core import FORMATS, package_version
+
+        facts = [f"this machine: {cpu_model()}, {os.cpu_count()} cores ({self.max_threads()} usable), "
+                 f"{platform.platform()}, Python {platform.python_version()}"]
+        problems, runnable = [], []
+        for fmt, spec in FORMATS.items():
+            why = self.can_run(fmt)
+            missing = [p for p in spec.runtime_packages if package_version(p) in (None, "", "unknown")]
+            if why is None and missing:
+                problems.append(f"device {self.name}: cannot run {fmt}: {', '.join(missing)} not installed "
+                                "(make setup)")
+            elif why is None:
+                runnable.append(fmt)
+            else:
+                facts.append(f"{fmt}: not run here ({why})")
+        facts.append(f"formats it can run: {', '.join(runnable) or 'none'}")
+        free = shutil.disk_usage(Path.cwd()).free / 2**30
+        facts.append(f"free disk here: {free:.1f} GB")
+        return facts, problems
+
     def _pin_note(self) -> str:
         if not self.pin:
             return "off"

@@ -33,9 +33,10 @@ from models.errors import ToolkitError
 class WorkerError(ToolkitError):
     """A request that got no answer: the child hung (stage "timeout") or died (stage "crash")."""
 
-    def __init__(self, message: str, stage: str):
+    def __init__(self, message: str, stage: str, returncode: int | None = None):
         super().__init__(message)
         self.stage = stage
+        self.returncode = returncode  # the child's exit status when it died (ssh: 255 = the connection failed)
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec
@@ -46,10 +47,13 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
 
 
 class Worker:
-    """One child process running `python -m <module>`, restarted on demand after a timeout or crash."""
+    """One child process running `python -m <module>` (or the given argument list, e.g. ssh running the worker on a
+    board), restarted on demand after a timeout or crash."""
 
-    def __init__(self, module: str, *, env: dict[str, str] | None = None, label: str | None = None):
+    def __init__(self, module: str, *, env: dict[str, str] | None = None, label: str | None = None,
+                 argv: list[str] | None = None):
         self.module = module
+        self.argv = argv or [sys.executable, "-m", module]
         self.label = label or module
         self.env = dict(os.environ, **(env or {}))
         self.env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), self.env.get("PYTHONPATH", "")) if p)
@@ -66,7 +70,7 @@ class Worker:
     def _start(self) -> subprocess.Popen:
         self._stderr = tempfile.TemporaryFile()
         self._buf = b""
-        self._proc = subprocess.Popen([sys.executable, "-m", self.module], stdin=subprocess.PIPE,
+        self._proc = subprocess.Popen(self.argv, stdin=subprocess.PIPE,
                                       stdout=subprocess.PIPE, stderr=self._stderr, env=self.env,
                                       start_new_session=True, preexec_fn=_die_with_parent)
         if self.stopped:  # stop() ran while this child was starting
@@ -106,7 +110,7 @@ class Worker:
         tail = self._stderr_tail()
         self.kill()
         how = f"killed by signal {-code}" if code is not None and code < 0 else f"exited with status {code}"
-        return WorkerError(f"{self.label} {how}" + (f": {tail}" if tail else ""), "crash")
+        return WorkerError(f"{self.label} {how}" + (f": {tail}" if tail else ""), "crash", code)
 
     def _stderr_tail(self) -> str:
         if self._stderr is None:

@@ -6,5 +6,26 @@ from __future__ import annotations
 
 import os
 import tempfile
+from pathlib import Path
+
+import pytest
 
 os.environ["TOOLKIT_LOCK_DIR"] = tempfile.mkdtemp(prefix="toolkit-test-locks-")
+
+
+# The smallest models at 64 and 96 px in ONNX, exported once per session (about 25 s each) for the suite's sweeps
+# (tests/test_bench.py, tests/test_ssh.py): after the first sweep every other finds them cached.
+SMALL = "mobilenetv3_small_075"
+MF = "mobileformer_26m"
+RES = (64, 96)
+
+
+@pytest.fixture(scope="session")
+def artifacts(tmp_path_factory) -> Path:
+    import export
+
+    out = tmp_path_factory.mktemp("artifacts")
+    for model in (SMALL, MF):
+        for r in RES:
+            export.export(model, "onnx", r, out=out)
+    return out

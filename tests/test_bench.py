@@ -22,9 +22,7 @@ import pytest
 from bench import stats
 
 ROOT = Path(__file__).resolve().parent.parent
-SMALL = "mobilenetv3_small_075"
-MF = "mobileformer_26m"
-RES = (64, 96)
+from conftest import MF, RES, SMALL  # noqa: E402 - the session's small ONNX artifacts: the `artifacts` fixture
 
 
 # --------------------------------------------------------------------------------------------- statistics
@@ -105,17 +103,6 @@ def test_bad_sweep_arguments():
 
 
 # --------------------------------------------------------------------------------------------- real sweeps
-@pytest.fixture(scope="session")
-def artifacts(tmp_path_factory) -> Path:
-    import export
-
-    out = tmp_path_factory.mktemp("artifacts")
-    for model in (SMALL, MF):
-        for r in RES:
-            export.export(model, "onnx", r, out=out)
-    return out
-
-
 def bench(*args: str, tmp: Path, artifacts: Path, wait: bool = True, timeout: float = 300):
     cmd = [sys.executable, "-m", "bench", *args]
     if args[0] == "run":

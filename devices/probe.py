@@ -1,0 +1,106 @@
+"""What a machine says about itself, as one JSON object (`python -m devices.probe [WORKDIR]`).
+
+Run on a board or a Mac through ssh (devices/ssh.py) with the toolkit's sources copied there; it needs only the
+Python standard library, never torch. It reports the CPU model, cores, memory, OS, Python, which runtime packages
+are installed (found by their distribution metadata, without importing them: importing executorch's Python
+runtime would pull in torch) and the free disk under WORKDIR. `devices check` turns the answer into problems.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def _cpu_model() -> str:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        for key in ("model name", "Model", "Hardware", "cpu model"):
+            for line in text.splitlines():
+                if line.split(":")[0].strip() == key and ":" in line:
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    if sys.platform == "darwin":
+        try:
+            return subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True,
+                                  timeout=5).stdout.strip()
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+    return platform.processor() or platform.machine()
+
+
+def _board_model() -> str | None:
+    for p in ("/proc/device-tree/model", "/sys/firmware/devicetree/base/model", "/sys/class/dmi/id/product_name"):
+        try:
+            text = Path(p).read_bytes().decode(errors="replace").strip("\x00\n ")
+            if text:
+                return text
+        except OSError:
+            continue
+    if sys.platform == "darwin":
+        try:
+            return subprocess.run(["sysctl", "-n", "hw.model"], capture_output=True, text=True,
+                                  timeout=5).stdout.strip() or None
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+    return None
+
+
+def _memory_gb() -> float | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return round(int(line.split()[1]) / 2**20, 1)
+    except (OSError, ValueError):
+        pass
+    try:
+        return round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def probe(workdir: str | None = None) -> dict[str, Any]:
+    from export.core import FORMATS
+
+    free = None
+    if workdir:
+        p = Path(workdir)
+        while not p.exists() and p.parent != p:
+            p = p.parent
+        try:
+            free = round(shutil.disk_usage(p).free / 2**30, 2)
+        except OSError:
+            free = None
+    packages = sorted({pkg for s in FORMATS.values() for pkg in s.runtime_packages} | {"numpy"})
+    return {
+        "board": _board_model(), "cpu_model": _cpu_model(), "cores": os.cpu_count(),
+        "allowed_cpus": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "memory_gb": _memory_gb(), "os": platform.platform(), "system": platform.system(),
+        "machine": platform.machine(), "python": platform.python_version(), "python_path": sys.executable,
+        "packages": {pkg: _version(pkg) for pkg in packages}, "torch": _version("torch"),
+        "formats": {f: {"runtime": s.runtime, "packages": list(s.runtime_packages)} for f, s in FORMATS.items()},
+        "free_gb": free, "workdir": workdir,
+    }
+
+
+def main() -> None:
+    print(json.dumps(probe(sys.argv[1] if len(sys.argv) > 1 else None)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,321 @@
+"""The ssh device kind end to end against a real OpenSSH server (Debian's openssh-server) that these tests start on
+127.0.0.1 with their own host key, authorized key and port. The "board" is this machine, with the project's own
+environment as its `python`; everything goes through the real ssh client, a real sshd and the board's worker.
+
+Also: a refused host key (unknown and changed), failed authentication, nothing listening, a missing remote
+Python, and the server killed mid-sweep (failed cells, a clean exit, and a rerun that completes every cell once).
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import MF, RES, SMALL
+from system import need_program
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _keygen(path: Path) -> str:
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "toolkit-test", "-f", str(path)],
+                   check=True, capture_output=True)
+    return Path(str(path) + ".pub").read_text().strip()
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below `pid` (from /proc), children first found first."""
+    children: dict[int, list[int]] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(d.name))
+    out, todo = [], [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+class Board:
+    """A real sshd on 127.0.0.1 serving this machine as a board."""
+
+    def __init__(self, root: Path):
+        self.sshd = need_program("/usr/sbin/sshd", "openssh-server")
+        need_program("ssh", "openssh-client")
+        self.root = root
+        self.port = _free_port()
+        self.host_pub = _keygen(root / "host_ed25519.key")
+        self.client_pub = _keygen(root / "client_ed25519.key")
+        (root / "authorized_keys").write_text(self.client_pub + "\n")
+        (root / "known_hosts").write_text(f"[127.0.0.1]:{self.port} {self.host_pub}\n")
+        (root / "sshd_config").write_text("\n".join([
+            "ListenAddress 127.0.0.1", f"Port {self.port}", f"HostKey {root / 'host_ed25519.key'}",
+            f"PidFile {root / 'sshd.pid'}", f"AuthorizedKeysFile {root / 'authorized_keys'}", "StrictModes no",
+            "UsePAM no", "PasswordAuthentication no", "KbdInteractiveAuthentication no",
+            "PermitRootLogin prohibit-password", "LogLevel ERROR", ""]))
+        if os.geteuid() == 0:
+            Path("/run/sshd").mkdir(exist_ok=True)  # sshd as root needs its privilege separation directory
+        self.proc: subprocess.Popen | None = None
+        self.start()
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen([self.sshd, "-D", "-e", "-f", str(self.root / "sshd_config")],
+                                     stdout=subprocess.DEVNULL, stderr=open(self.root / "sshd.log", "ab"),
+                                     start_new_session=True)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                return
+            except OSError:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"sshd exited: {(self.root / 'sshd.log').read_text()[-500:]}")
+                time.sleep(0.05)
+        raise RuntimeError("sshd did not start listening")
+
+    def kill(self) -> None:
+        """The server and every connection it serves, gone at once (the board dropped off the network)."""
+        if self.proc is None:
+            return
+        doomed = _descendants(self.proc.pid) + [self.proc.pid]
+        for pid in doomed:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        self.proc.wait()
+        self.proc = None
+
+    def profiles(self, path: Path, name: str = "board", **extra: object) -> Path:
+        prof = {"kind": "ssh", "description": "this machine through a real sshd on 127.0.0.1 (a test board)",
+                "host": "127.0.0.1", "port": self.port, "user": getpass.getuser(),
+                "identity_file": str(self.root / "client_ed25519.key"),
+                "known_hosts": str(self.root / "known_hosts"), "python": sys.executable,
+                "workdir": str(self.root / "workdir"), "connect_timeout": 5, **extra}
+        lines = [f"[{name}]"] + [f"{k} = {json.dumps(v)}" for k, v in prof.items() if v is not None]
+        with open(path, "a") as f:
+            f.write("\n".join(lines) + "\n\n")
+        return path
+
+
+@pytest.fixture(scope="module")
+def board(tmp_path_factory):
+    b = Board(tmp_path_factory.mktemp("board"))
+    yield b
+    b.kill()
+
+
+def devices_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "devices", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_check_and_describe_through_ssh(board, tmp_path):
+    profiles = board.profiles(tmp_path / "p.toml")
+    r = devices_cli("check", "board", "--profiles", str(profiles))
+    assert r.returncode == 0, r.stderr
+    assert "reached " in r.stdout and "formats it can run: onnx, tflite, executorch" in r.stdout
+    assert "board: ready" in r.stdout
+    d = devices_cli("describe", "board", "--profiles", str(profiles))
+    assert d.returncode == 0, d.stderr
+    info = json.loads(d.stdout)
+    assert info["kind"] == "ssh" and info["cores"] == os.cpu_count() and info["python_path"] == sys.executable
+    assert info["runtimes"]["onnx"]["onnxruntime"]
+    # the session folder is removed at the end; the workdir stays (its artifact cache)
+    assert not list((board.root / "workdir" / "runs").iterdir())
+
+
+@pytest.mark.parametrize("case, expect", [
+    ("unknown host key", "host key is not in known_hosts"),
+    ("changed host key", "host key has CHANGED"),
+    ("wrong identity", "authentication failed"),
+    ("nothing listening", "nothing accepts ssh connections"),
+    ("no remote python", "its Python (/nonexistent/python3) is not there"),
+])
+def test_each_fault_is_one_line(board, tmp_path, case, expect):
+    extra: dict[str, object] = {}
+    if case == "unknown host key":
+        (tmp_path / "kh").write_text("")
+        extra["known_hosts"] = str(tmp_path / "kh")
+    elif case == "changed host key":
+        other = _keygen(tmp_path / "other.key")
+        (tmp_path / "kh").write_text(f"[127.0.0.1]:{board.port} {other}\n")
+        extra["known_hosts"] = str(tmp_path / "kh")
+    elif case == "wrong identity":
+        _keygen(tmp_path / "stranger.key")
+        extra["identity_file"] = str(tmp_path / "stranger.key")
+    elif case == "nothing listening":
+        extra["port"] = _free_port()
+    elif case == "no remote python":
+        extra["python"] = "/nonexistent/python3"
+    profiles = board.profiles(tmp_path / "p.toml", **extra)
+    t0 = time.monotonic()
+    r = devices_cli("check", "board", "--profiles", str(profiles))
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    problems = [ln for ln in r.stderr.splitlines() if ln.startswith("problem:")]
+    assert len(problems) == 1 and expect in problems[0] and "board" in problems[0], r.stderr
+    assert "Traceback" not in r.stderr and time.monotonic() - t0 < 60
+    # never auto-accepted: the known_hosts file we were given is unchanged
+    if "host key" in case:
+        assert board.host_pub not in (tmp_path / "kh").read_text()
+
+
+def test_malformed_profiles_are_one_line(board, tmp_path):
+    for i, (extra, expect) in enumerate([({"colour": "red"}, "unknown key 'colour'"), ({"port": "22"}, "port must be a whole"),
+                          ({"host": "-oProxyCommand=x"}, "is not a host name"),
+                          ({"workdir": "relative/dir"}, "workdir must be an absolute path")]):
+        p = tmp_path / f"p{i}.toml"
+        board.profiles(p, **extra)
+        r = devices_cli("check", "board", "--profiles", str(p))
+        assert r.returncode != 0 and expect in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_remote_quoting(board, tmp_path):
+    """A remote path with spaces, quotes and `;` reaches the board as one word, run by nobody's shell but its own."""
+    import devices
+
+    odd = board.root / "work dir; echo INJECTED 'x'"
+    profiles = board.profiles(tmp_path / "p.toml", workdir=str(odd))
+    dev = devices.get("board", profiles)
+    try:
+        facts, problems = dev.check()
+        assert not problems, problems
+        assert odd.is_dir() and not (Path.cwd() / "INJECTED").exists()
+    finally:
+        dev.close()
+
+
+@pytest.mark.bench
+def test_a_group_timed_on_the_board_pushes_once(board, tmp_path, artifacts):
+    import devices
+
+    profiles = board.profiles(tmp_path / "p.toml")
+    arts = sorted(str(p.parent) for p in artifacts.rglob("manifest.json") if "64x64" in str(p))
+    dev = devices.get("board", profiles)
+    try:
+        res = dev.run_group(arts, rounds=3, per_round=4, warmup=2, switch_warmup=1, threads=1, timeout=120, seed=1)
+    finally:
+        dev.close()
+    assert all(not isinstance(m, Exception) for m in res), res
+    for m in res:
+        assert len(m.samples_ms) == 12 and sorted(set(m.rounds)) == [0, 1, 2] and m.load_ms > 0
+        assert len(m.cpu_samples_ms) == 12 and m.peak_rss_mb and m.overhead_us is not None
+    cache = board.root / "workdir" / "artifacts"
+    before = {p.name: p.stat().st_mtime_ns for p in cache.iterdir()}
+    assert len(before) == len(arts)
+    dev = devices.get("board", profiles)  # a second session pushes nothing
+    try:
+        dev.run_group(arts[:1], rounds=1, per_round=2, warmup=0, switch_warmup=0, threads=1, timeout=120, seed=2)
+    finally:
+        dev.close()
+    assert {p.name: p.stat().st_mtime_ns for p in cache.iterdir()} == before
+
+
+def _bench(*args: str, tmp: Path, artifacts: Path, wait: bool = True):
+    cmd = [sys.executable, "-m", "bench", *args, "--artifacts", str(artifacts), "--reports", str(tmp / "reports"),
+           "--store", str(tmp / "results.sqlite")]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if not wait:
+        return proc
+    out, err = proc.communicate(timeout=600)
+    return proc.returncode, out, err
+
+
+def _rows(store: Path) -> list[dict]:
+    conn = sqlite3.connect(store)
+    conn.row_factory = sqlite3.Row
+    rows = [dict(r) for r in conn.execute("SELECT * FROM cells")]
+    conn.close()
+    return rows
+
+
+@pytest.mark.bench
+def test_sweep_through_the_board_matches_the_host(board, tmp_path, artifacts):
+    profiles = board.profiles(tmp_path / "p.toml")
+    common = ["--models", f"{SMALL},{MF}", "--formats", "onnx", "--res", "64", "--rounds", "4", "--per-round", "5",
+              "--passes", "2", "--max-rounds", "4", "--warmup", "3", "--profiles", str(profiles)]
+    rc, out, err = _bench("run", "--device", "board", *common, tmp=tmp_path, artifacts=artifacts)
+    assert rc == 0, out + err
+    rc, out_host, err = _bench("run", "--device", "host", *common, tmp=tmp_path, artifacts=artifacts)
+    assert rc == 0, err
+    rows = _rows(tmp_path / "results.sqlite")
+    board_rows = [r for r in rows if r["device"] == "board"]
+    host_rows = [r for r in rows if r["device"] == "host"]
+    assert len(board_rows) == len(host_rows) == 2
+    assert all(r["status"] == "ok" for r in rows)
+    filled = [{k for k, v in r.items() if v is not None} for r in rows]
+    assert filled[0] == filled[1] == filled[2] == filled[3]  # the board's cells carry what the host's carry
+    for r in board_rows:
+        assert len(json.loads(r["samples_ms"])) == 20 and sorted(set(json.loads(r["rounds"]))) == [0, 1, 2, 3]
+    conn = sqlite3.connect(tmp_path / "results.sqlite")
+    env = json.loads(conn.execute("SELECT environment FROM runs WHERE device = 'board'").fetchone()[0])
+    conn.close()
+    assert env["kind"] == "ssh" and env["address"].endswith(f":{board.port}") and env["cpu_model"]
+    assert "report:" in out
+
+
+@pytest.mark.bench
+def test_server_killed_mid_sweep_then_resumed(board, tmp_path, artifacts):
+    profiles = board.profiles(tmp_path / "p.toml")
+    args = ["run", "--device", "board", "--models", f"{SMALL},{MF}", "--formats", "onnx", "--res",
+            ",".join(map(str, RES)), "--threads", "1,2", "--rounds", "6", "--per-round", "40", "--passes", "3",
+            "--max-rounds", "6", "--warmup", "2", "--profiles", str(profiles)]
+    proc = _bench(*args, tmp=tmp_path, artifacts=artifacts, wait=False)
+    store = tmp_path / "results.sqlite"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if store.exists() and sqlite3.connect(store).execute("SELECT COUNT(*) FROM passes").fetchone()[0]:
+                break
+        except sqlite3.OperationalError:
+            pass
+        time.sleep(0.05)
+    board.kill()
+    out, err = proc.communicate(timeout=300)
+    try:
+        assert proc.returncode == 3, out + err
+        assert "Traceback" not in err and "stopped answering" in out and "--retry-failed" in out
+        failed = [r for r in _rows(store) if r["status"] == "failed"]
+        assert failed and all(r["stage"] == "transport" for r in failed)
+        assert all("board" in r["error"] for r in failed)
+    finally:
+        board.start()
+    rc, out, err = _bench(*args, "--retry-failed", tmp=tmp_path, artifacts=artifacts)
+    assert rc == 0, out + err
+    rows = _rows(store)
+    assert len(rows) == 8 and len({r["cell_key"] for r in rows}) == 8 and all(r["status"] == "ok" for r in rows)
+    for r in rows:  # every round exactly once, whether timed before the kill or after
+        rounds = json.loads(r["rounds"])
+        assert sorted(set(rounds)) == list(range(6)) and all(rounds.count(k) == 40 for k in range(6))
+
+
+def test_the_board_side_never_imports_torch():
+    """What runs on a board (the worker, the probe, the runtime loaders) works where torch is not installed."""
+    code = ("import sys; sys.modules['torch'] = None; sys.modules['timm'] = None\n"
+            "import devices.worker, devices.probe, devices.rounds, export\n"
+            "from export.core import format_spec\n"
+            "p = devices.probe.probe('/tmp'); assert p['formats'] and p['packages']['onnxruntime'], p\n"
+            "print('ok')")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
