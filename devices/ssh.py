@@ -22,8 +22,21 @@ from pathlib import Path
 from typing import Any
 
 from devices.base import Kind, MeasureError, Measurement
-from devices.remote import (SSH_KEYS, RemoteError, Ssh, SshKeys, artifact_key, check_keys, classify_ssh,
-                            new_session_id, parse_ssh_keys, remote_command, shell_and, source_tar, tar_dir)
+from devices.remote import (
+    SSH_KEYS,
+    RemoteError,
+    Ssh,
+    SshKeys,
+    artifact_key,
+    check_keys,
+    classify_ssh,
+    new_session_id,
+    parse_ssh_keys,
+    remote_command,
+    shell_and,
+    source_tar,
+    tar_dir,
+)
 from devices.subproc import Worker, WorkerError
 from models.errors import ToolkitError
 

@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import MF, RES, SMALL
 from system import need_program
 
@@ -90,7 +89,7 @@ class Board:
                 return
             except OSError:
                 if self.proc.poll() is not None:
-                    raise RuntimeError(f"sshd exited: {(self.root / 'sshd.log').read_text()[-500:]}")
+                    raise RuntimeError(f"sshd exited: {(self.root / 'sshd.log').read_text()[-500:]}") from None
                 time.sleep(0.05)
         raise RuntimeError("sshd did not start listening")
 
@@ -182,9 +181,10 @@ def test_each_fault_is_one_line(board, tmp_path, case, expect):
 
 
 def test_malformed_profiles_are_one_line(board, tmp_path):
-    for i, (extra, expect) in enumerate([({"colour": "red"}, "unknown key 'colour'"), ({"port": "22"}, "port must be a whole"),
-                          ({"host": "-oProxyCommand=x"}, "is not a host name"),
-                          ({"workdir": "relative/dir"}, "workdir must be an absolute path")]):
+    cases = [({"colour": "red"}, "unknown key 'colour'"), ({"port": "22"}, "port must be a whole"),
+             ({"host": "-oProxyCommand=x"}, "is not a host name"),
+             ({"workdir": "relative/dir"}, "workdir must be an absolute path")]
+    for i, (extra, expect) in enumerate(cases):
         p = tmp_path / f"p{i}.toml"
         board.profiles(p, **extra)
         r = devices_cli("check", "board", "--profiles", str(p))
