@@ -90,6 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--threads", default="1", help="runtime threads; a comma list sweeps several (default: 1)")
     r.add_argument("--converter", help="comma list of converters to use where a format has several, e.g. "
                                        "litert-torch,onnx2tf for tflite (default: each format's default)")
+    r.add_argument("--compute-units", metavar="LIST",
+                   help="Core ML compute units to sweep on a Mac or iPhone, a comma list of CPU_ONLY, CPU_AND_GPU, "
+                        "CPU_AND_NE, ALL (default: the device profile's compute_units)")
     r.add_argument("--precision", default="fp32", help="fp32, fp16 or both as a comma list (default: fp32)")
     r.add_argument("--timeout", type=finite_positive("--timeout"), default=300.0,
                    help="seconds a cell may take (load + warm-up + timing) before its runtime is killed and the "
@@ -135,6 +138,7 @@ def cmd_run(args: argparse.Namespace, argv: list[str] | None) -> int:
                                   iters=args.iters, warmup=args.warmup, threads=args.threads,
                                   converter=args.converter, precision=args.precision, rounds=args.rounds,
                                   per_round=args.per_round, max_rounds=args.max_rounds, passes=args.passes,
+                                  compute_units=args.compute_units,
                                   switch_warmup=DEFAULT_SWITCH_WARMUP if args.switch_warmup is None
                                   else args.switch_warmup)
     opts = sweep.Options(store=args.store, reports=args.reports, artifacts=args.artifacts, run_id=args.run_id,

@@ -11,11 +11,13 @@ from models import model_label
 __all__ = ["model_label", "runtime_label", "res_label"]
 
 
-def runtime_label(fmt: str, converter: str, precision: str) -> str:
-    """e.g. "onnx", "tflite/onnx2tf", "onnx fp16": the converter is named when the format has several."""
+def runtime_label(fmt: str, converter: str, precision: str, units: str | None = None) -> str:
+    """e.g. "onnx", "tflite/onnx2tf", "onnx fp16", "coreml CPU_AND_NE": the converter is named when the format has
+    several, Core ML's compute units where a Mac or iPhone ran the cell."""
     spec = FORMATS.get(fmt)
     label = fmt if spec is None or len(spec.converters) == 1 else f"{fmt}/{converter}"
-    return label if precision == "fp32" else f"{label} {precision}"
+    label = label if precision == "fp32" else f"{label} {precision}"
+    return f"{label} {units}" if units else label
 
 
 def res_label(h: int, w: int) -> str:

@@ -48,6 +48,8 @@ CELL_COLUMNS = {
     "loadavg": "REAL", "cpus": "TEXT", "runtime_versions": "TEXT",
     "cpu_median_ms": "REAL",  # median process CPU time per iteration (with 1 thread: the uncontended cost)
     "attempts": "INTEGER", "attempt_cvs": "TEXT",  # runs before rounds: timed attempts (retries), their CVs
+    "units": "TEXT",  # Core ML compute units (Mac, iPhone); NULL elsewhere
+    "runtime_median_ms": "REAL",  # median of the runtime's own per-iteration timer, where it has one (Core ML)
     "session": "TEXT",  # the group timing this cell was part of: cells of one session have paired rounds
     "n_rounds": "INTEGER", "per_round": "INTEGER", "switch_warmup": "INTEGER",
     "round_cv": "REAL",  # spread of the per-round medians (bench/stats.py)

@@ -32,7 +32,7 @@ import secrets
 import signal
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +46,7 @@ from devices.rounds import DEFAULT_PASSES, DEFAULT_PER_ROUND, DEFAULT_ROUNDS, DE
 from devices.subproc import Worker, WorkerError
 from export.hostlock import DeviceLock, timing_cores
 from models import defaults
-from models.common import check_name, git_commit
+from models.common import check_name, git_commit, median
 from models.errors import ToolkitError
 
 
@@ -62,12 +62,16 @@ class Cell:
     width: int
     device: str
     threads: int
+    units: str = ""  # Core ML compute units on a Mac or iPhone (a sweep axis there); "" everywhere else
 
     @property
     def key(self) -> str:
-        return json.dumps({"model": self.model, "overrides": dict(self.overrides), "format": self.format,
-                           "converter": self.converter, "precision": self.precision, "height": self.height,
-                           "width": self.width, "device": self.device, "threads": self.threads}, sort_keys=True)
+        key = {"model": self.model, "overrides": dict(self.overrides), "format": self.format,
+               "converter": self.converter, "precision": self.precision, "height": self.height,
+               "width": self.width, "device": self.device, "threads": self.threads}
+        if self.units:  # only where it applies, so every other cell keeps its key
+            key["units"] = self.units
+        return json.dumps(key, sort_keys=True)
 
     @property
     def model_label(self) -> str:
@@ -78,7 +82,7 @@ class Cell:
         return (self.height, self.width)
 
     def label(self) -> str:
-        return (f"{self.model_label} {runtime_label(self.format, self.converter, self.precision)} "
+        return (f"{self.model_label} {runtime_label(self.format, self.converter, self.precision, self.units)} "
                 f"{models.format_resolution(self.res)} t{self.threads}")
 
 
@@ -100,9 +104,11 @@ class SweepArgs:
     switch_warmup: int = DEFAULT_SWITCH_WARMUP  # untimed runs before every chunk
     max_rounds: int = 2 * DEFAULT_ROUNDS  # a group whose intervals stay wide gets rounds up to this many
     passes: int = DEFAULT_PASSES  # the rounds of a group are spread over this many passes over all groups
+    compute_units: tuple[str, ...] = ()  # Core ML cells, one per unit (a device that runs Core ML sets them)
 
     def canonical(self) -> dict[str, Any]:
-        return {"device": self.device, "models": [model_label(m, dict(o)) for m, o in self.models],
+        extra = {"compute_units": list(self.compute_units)} if self.compute_units else {}
+        return {**extra, "device": self.device, "models": [model_label(m, dict(o)) for m, o in self.models],
                 "formats": list(self.formats), "converters": list(self.converters),
                 "precisions": list(self.precisions), "resolutions": [models.format_resolution(r)
                                                                      for r in self.resolutions],
@@ -122,8 +128,9 @@ class SweepArgs:
                                                                   self.resolutions, self.threads):
             spec = FORMATS[fmt]
             convs = [c.name for c in spec.converters if c.name in self.converters] or [spec.default_converter]
-            for conv in convs:
-                out.append(Cell(name, ov, fmt, conv, prec, res[0], res[1], self.device, th))
+            units = self.compute_units if fmt == "coreml" and self.compute_units else ("",)
+            for conv, u in itertools.product(convs, units):
+                out.append(Cell(name, ov, fmt, conv, prec, res[0], res[1], self.device, th, u))
         return sorted(out)
 
 
@@ -180,7 +187,8 @@ def pass_count(rounds: int, passes: int | None) -> int:
 def parse_args(*, device: str, models_arg: str, formats: str, res: str, iters: int | None = None, warmup: int = 10,
                threads: str | int = "1", converter: str | None = None, precision: str = "fp32",
                rounds: int | None = None, per_round: int | None = None, switch_warmup: int = DEFAULT_SWITCH_WARMUP,
-               max_rounds: int | None = None, passes: int | None = None) -> SweepArgs:
+               max_rounds: int | None = None, passes: int | None = None,
+               compute_units: str | None = None) -> SweepArgs:
     """Validate the command line's lists into SweepArgs; anything unknown is a ToolkitError naming the valid ones."""
     from export import FORMATS, PRECISIONS, format_spec
 
@@ -225,9 +233,14 @@ def parse_args(*, device: str, models_arg: str, formats: str, res: str, iters: i
     if warmup < 0 or switch_warmup < 0:
         raise ToolkitError(f"--warmup and --switch-warmup cannot be negative ({warmup}, {switch_warmup})")
     n_rounds, k, top = round_settings(iters, rounds, per_round, max_rounds)
+    units: tuple[str, ...] = ()
+    if compute_units:
+        from devices.apple import check_units
+
+        units = tuple(sorted(set(check_units(_split(compute_units, "compute-units"), "--compute-units"))))
     return SweepArgs(device, tuple(sorted(set(parsed_models))), tuple(sorted(set(fmts))), tuple(sorted(set(convs))),
                      tuple(sorted(set(precs))), tuple(resolutions), tuple(ths), n_rounds * k, int(warmup),
-                     n_rounds, k, int(switch_warmup), top, pass_count(n_rounds, passes))
+                     n_rounds, k, int(switch_warmup), top, pass_count(n_rounds, passes), units)
 
 
 # --------------------------------------------------------------------------------------------- run identity
@@ -294,6 +307,7 @@ def cell_row(run_id: str, seq: int, cell: Cell, *, args: SweepArgs, status: str,
         "overrides": json.dumps(dict(cell.overrides), sort_keys=True), "family": models.spec(cell.model).family,
         "format": cell.format, "converter": cell.converter, "precision": cell.precision, "device": cell.device,
         "threads": cell.threads, "height": cell.height, "width": cell.width, "params": params, "madds": madds,
+        "units": cell.units or None,
         "iterations": args.iterations, "warmup": args.warmup, "artifact": artifact,
         "artifact_bytes": m.get("file_bytes"), "export_seconds": m.get("export_seconds"), **_parity(manifest),
         "status": status, "stage": stage, "error": error, "finished": _now(),
@@ -315,6 +329,8 @@ def cell_row(run_id: str, seq: int, cell: Cell, *, args: SweepArgs, status: str,
             "samples_ms": json.dumps([round(v, 6) for v in measurement.samples_ms]),
             "cpu_median_ms": s.cpu_median,
             "cpu_samples_ms": json.dumps([round(v, 6) for v in measurement.cpu_samples_ms]),
+            "runtime_median_ms": median(measurement.runtime_samples_ms) if measurement.runtime_samples_ms
+            else None,
         })
     return row
 
@@ -395,6 +411,8 @@ def run(args: SweepArgs, opts: Options, console: Any = None) -> SweepResult:
     if opts.run_id is not None:
         check_name(opts.run_id, "run id")
     device = devices.get(args.device, opts.profiles)
+    if not args.compute_units and getattr(device, "compute_units", None):  # a Mac: the profile's Core ML units
+        args = replace(args, compute_units=tuple(device.compute_units))
     for th in args.threads:
         check = getattr(device, "check_threads", None)
         if check is not None:
@@ -460,7 +478,7 @@ def _run_locked(args: SweepArgs, opts: Options, console: Any, device: Any, store
 
     rows = store.cells(run_id)
     result.counts = _counts(rows)
-    result.failures = [f"{r['model']} {runtime_label(r['format'], r['converter'], r['precision'])} "
+    result.failures = [f"{r['model']} {runtime_label(r['format'], r['converter'], r['precision'], r.get('units'))} "
                        f"{r['height']}x{r['width']} t{r['threads']}: [{r['stage']}] {r['error']}"
                        for r in rows if r["status"] == "failed"]
     if len(rows) == len(cells):
@@ -651,7 +669,8 @@ def _store_not_run(work: WorkContext, not_run: list[tuple[Cell, str]], sizes: di
 
 def group_key(cell: Cell) -> tuple:
     """Cells compared with each other: same device, runtime (format, converter, precision), threads, resolution."""
-    return (cell.device, cell.format, cell.converter, cell.precision, cell.threads, cell.height, cell.width)
+    return (cell.device, cell.format, cell.converter, cell.precision, cell.units, cell.threads, cell.height,
+            cell.width)
 
 
 def group_cells(cells: list[Cell]) -> list[list[Cell]]:
@@ -700,10 +719,10 @@ def wide_points(cells: list[Cell], results: list[Any], roles: dict[str, str] | N
 
 def _merge(first: Any, more: Any) -> Any:
     """A member's measurement with the samples of its later rounds appended (load and first run: the first pass's)."""
-    from dataclasses import replace
 
     return replace(first, samples_ms=first.samples_ms + more.samples_ms,
                    cpu_samples_ms=first.cpu_samples_ms + more.cpu_samples_ms, rounds=first.rounds + more.rounds,
+                   runtime_samples_ms=first.runtime_samples_ms + more.runtime_samples_ms,
                    peak_rss_mb=max((v for v in (first.peak_rss_mb, more.peak_rss_mb) if v is not None), default=None))
 
 
@@ -720,10 +739,11 @@ def time_pass(device: Any, cells: list[Cell], paths: list[str], args: SweepArgs,
 
     def call(members: list[int]) -> list[Any]:
         sub = [cells[i] for i in members]
+        units = {"units": cells[0].units} if cells[0].units else {}  # only devices that run Core ML take it
         return device.run_group([paths[i] for i in members], rounds=n_rounds, per_round=args.per_round,
                                 warmup=warmup, switch_warmup=args.switch_warmup, threads=cells[0].threads,
                                 timeout=timeout * len(members) * max(n_rounds / args.rounds, 0.2),
-                                seed=_group_seed(run_seed, sub, first_round), first_round=first_round)
+                                seed=_group_seed(run_seed, sub, first_round), first_round=first_round, **units)
 
     everyone = list(range(len(cells)))
     try:
@@ -760,7 +780,7 @@ def _absorb(results: list[Any], new: list[Any]) -> list[Any]:
 
 
 def _group_label(cell: Cell) -> str:
-    return (f"{runtime_label(cell.format, cell.converter, cell.precision)} "
+    return (f"{runtime_label(cell.format, cell.converter, cell.precision, cell.units)} "
             f"{models.format_resolution(cell.res)} t{cell.threads}")
 
 

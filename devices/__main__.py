@@ -35,9 +35,14 @@ def main(argv: list[str] | None = None) -> int:
     pv.add_argument("name")
     pv.add_argument("--with-executorch", action="store_true",
                     help="also install executorch and torch (its Python runtime imports torch; large)")
+    pa = sub.add_parser("parity", help="check an artifact against PyTorch on the device (e.g. Core ML on a Mac) and "
+                        "record the verdict in its manifest")
+    pa.add_argument("name")
+    pa.add_argument("artifact", help="an artifact directory (with manifest.json)")
+    pa.add_argument("--units", help="Core ML compute units (macos): CPU_ONLY, CPU_AND_GPU, CPU_AND_NE or ALL")
     r = sub.add_parser("run", help="time one artifact on a device and print its statistics")
     r.add_argument("name")
-    for p in (ls, d, c, pv, r):
+    for p in (ls, d, c, pv, pa, r):
         p.add_argument("--profiles", metavar="FILE",
                        help="your device profiles (TOML); its tables add to and override devices/devices.toml")
     r.add_argument("artifact", help="an artifact directory (with manifest.json) or its model file")
@@ -63,6 +68,21 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.cmd == "check":
             return _check(dev)
+        if args.cmd == "parity":
+            from devices.verify import check_on_device
+
+            if args.units:
+                from devices.apple import check_units
+
+                check_units([args.units], "--units")
+            rec = check_on_device(dev, args.artifact, units=args.units)
+            figures = {k: v for k, v in rec.items() if isinstance(v, dict) and "max_rel" in v}
+            for key, f in figures.items():
+                print(f"{key}: max_rel {f['max_rel']:.2e}, cosine {f['cosine']:.6f}, top-1 {f['top1']:.2f} "
+                      f"({f['n']} inputs)")
+            print(f"parity on {dev.name}: {rec['verdict']}" + (f" ({rec['reason']})" if rec.get("reason") else "")
+                  + f"; written to {args.artifact}/manifest.json")
+            return 0 if rec["verdict"] == "passed" else 1
         if args.cmd == "provision":
             if not hasattr(dev, "provision"):
                 print(f"devices: error: device {dev.name} is of kind {dev.kind}, which has nothing to provision",

@@ -34,6 +34,7 @@ class Measurement:
     rounds: list[int] = field(default_factory=list)  # the round of each sample (devices/rounds.py)
     per_round: int | None = None  # timed iterations per chunk
     switch_warmup: int | None = None  # untimed iterations before every chunk
+    runtime_samples_ms: list[float] = field(default_factory=list)  # the runtime's own timer (Core ML's predict)
     runtime: str = ""
     runtime_versions: dict[str, str] = field(default_factory=dict)
 

@@ -159,7 +159,8 @@ class HostDevice:
         return self._worker
 
     def run_group(self, artifacts: list[Any], *, rounds: int, per_round: int, warmup: int, switch_warmup: int,
-                  threads: int, timeout: float, seed: int, first_round: int = 0) -> list[Measurement | MeasureError]:
+                  threads: int, timeout: float, seed: int, first_round: int = 0,
+                  units: str | None = None) -> list[Measurement | MeasureError]:
         """Time a group in interleaved rounds, every member loaded in one worker (devices/worker.py). `timeout` is
         the whole group's: past it the worker is killed and MeasureError("timeout") raised."""
         if rounds < 1 or per_round < 1 or rounds * per_round < 2:
@@ -168,7 +169,7 @@ class HostDevice:
         request = {"op": "measure_group", "artifacts": [str(Path(getattr(a, "dir", a))) for a in artifacts],
                    "rounds": int(rounds), "per_round": int(per_round), "warmup": int(warmup),
                    "switch_warmup": int(switch_warmup), "threads": int(threads), "seed": int(seed),
-                   "first_round": int(first_round)}
+                   "first_round": int(first_round), "units": units}
         try:
             reply = self._worker_for(threads).call(request, timeout)
         except WorkerError as exc:
@@ -190,6 +191,16 @@ class HostDevice:
         if isinstance(result, MeasureError):
             raise result
         return result
+
+    def outputs(self, artifact: Any, x: Any, *, threads: int = 1, units: str | None = None) -> Any:
+        """The artifact's outputs on inputs x, computed in this device's worker (a parity check's device side)."""
+        from devices.subproc import call_outputs
+
+        try:
+            return call_outputs(self._worker_for(threads), str(Path(getattr(artifact, "dir", artifact))), x,
+                                threads=threads, units=units)
+        except WorkerError as exc:
+            raise MeasureError(str(exc), exc.stage) from None
 
     def close(self) -> None:
         if self._worker is not None:

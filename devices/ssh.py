@@ -64,10 +64,10 @@ class SshProfile:
         check_keys(prof, where, cls.KEYS, required=("host",))
         return cls(kind=prof.get("kind", "ssh"), description=prof.get("description", ""),
                    ssh=parse_ssh_keys(prof, where), python=prof.get("python"),
-                   workdir=_check_workdir(prof.get("workdir", DEFAULT_WORKDIR), where), pin=prof.get("pin", True))
+                   workdir=check_workdir(prof.get("workdir", DEFAULT_WORKDIR), where), pin=prof.get("pin", True))
 
 
-def _check_workdir(path: str, where: str) -> str:
+def check_workdir(path: str, where: str) -> str:
     if not (path.startswith("/") or path == "~" or path.startswith("~/")) or "\x00" in path or "\n" in path:
         raise ToolkitError(f"{where}: workdir must be an absolute path or start with ~/, not {path!r}")
     return path.rstrip("/") or "/"
@@ -162,7 +162,7 @@ class SshDevice:
         spec = probe["formats"].get(fmt)
         if spec is None:
             return f"the toolkit on {self.name} does not know format {fmt}"
-        if fmt == "coreml":
+        if fmt == "coreml" and (self.kind != "macos" or probe.get("system") != "Darwin"):
             return "needs macOS"
         missing = [pkg for pkg in spec["packages"] if not probe["packages"].get(pkg)]
         if missing:
@@ -263,7 +263,8 @@ class SshDevice:
             pass
 
     def run_group(self, artifacts: list[Any], *, rounds: int, per_round: int, warmup: int, switch_warmup: int,
-                  threads: int, timeout: float, seed: int, first_round: int = 0) -> list[Measurement | MeasureError]:
+                  threads: int, timeout: float, seed: int, first_round: int = 0,
+                  units: str | None = None) -> list[Measurement | MeasureError]:
         """Push what is missing, then time the group in interleaved rounds in the board's worker. A member that
         cannot be pushed fails alone; a transport failure fails the group with stage "transport"."""
         if rounds < 1 or per_round < 1 or rounds * per_round < 2:
@@ -282,7 +283,7 @@ class SshDevice:
         if paths:
             request = {"op": "measure_group", "artifacts": paths, "rounds": int(rounds), "per_round": int(per_round),
                        "warmup": int(warmup), "switch_warmup": int(switch_warmup), "threads": int(threads),
-                       "seed": int(seed), "first_round": int(first_round)}
+                       "seed": int(seed), "first_round": int(first_round), "units": units}
             try:
                 reply = self._worker_for(threads).call(request, timeout)
             except WorkerError as exc:
@@ -302,6 +303,16 @@ class SshDevice:
         if exc.returncode == 255:  # ssh's own status: the connection failed or dropped, not the worker
             return MeasureError(classify_ssh(str(exc), self.name, self.profile.ssh), "transport")
         return MeasureError(f"device {self.name}: {exc}", exc.stage)
+
+    def outputs(self, artifact: Any, x: Any, *, threads: int = 1, units: str | None = None) -> Any:
+        """The artifact's outputs on inputs x, computed by the device's worker (a parity check's device side)."""
+        from devices.subproc import call_outputs
+
+        remote = self.push(Path(getattr(artifact, "dir", artifact)))
+        try:
+            return call_outputs(self._worker_for(threads), remote, x, threads=threads, units=units)
+        except WorkerError as exc:
+            raise self._worker_failure(exc) from None
 
     def run(self, artifact: Any, *, iterations: int = 100, warmup: int = 10, threads: int = 1,
             timeout: float = 300.0) -> Measurement:

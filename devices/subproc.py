@@ -158,6 +158,22 @@ class Worker:
         self.kill()
 
 
+def call_outputs(worker: Worker, artifact: str, x: Any, *, threads: int, units: str | None,
+                 timeout: float = 600.0) -> Any:
+    """Ask a worker (devices/worker.py, here or on a device) for an artifact's outputs on the inputs `x` (N,3,H,W):
+    the device side of a parity check."""
+    import base64
+
+    import numpy as np
+
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    reply = worker.call({"op": "outputs", "artifact": artifact, "shape": list(x.shape), "threads": threads,
+                         "units": units, "inputs_b64": base64.b64encode(x.tobytes()).decode()}, timeout)
+    if not reply.get("ok"):
+        raise ToolkitError(reply.get("error", "unknown error"))
+    return np.frombuffer(base64.b64decode(reply["outputs_b64"]), dtype=np.float32).reshape(reply["shape"])
+
+
 def serve(handle: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
     """The child's side: answer each JSON request line with handle(request), one JSON line on the real stdout."""
     replies = os.fdopen(os.dup(1), "w", buffering=1)

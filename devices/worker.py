@@ -128,10 +128,24 @@ class _Member:
         self.wall: list[int] = []
         self.used: list[int] = []
         self.rounds: list[int] = []
+        self.runtime_samples: list[float] = []  # the runtime's own per-iteration timer, where it has one (Core ML)
         self.error: tuple[str, str] | None = None  # (stage, message)
 
 
-def _load_member(m: _Member, threads: int, warmup: int, base_rss_mb: float | None) -> None:
+def _load(art: Any, threads: int, units: str | None, m: _Member) -> Any:
+    """The member's inference callable: the format's own loader, or on a Mac Core ML with the asked compute units
+    (devices/apple.py: Core ML's own timers beside the wall clock)."""
+    import export
+
+    if units and art.manifest.get("format") == "coreml":
+        from devices.apple import CoreMLTimed
+
+        m.runtime = f"{m.runtime} {units}"
+        return CoreMLTimed(art.file, units)
+    return export.load(art, threads=threads)
+
+
+def _load_member(m: _Member, threads: int, warmup: int, base_rss_mb: float | None, units: str | None = None) -> None:
     """Load one member, run it once (first_ms) and `warmup` more times. Its peak memory is measured as if it were
     alone in the worker: the worker's own resident memory before any member was loaded, plus how far this
     member's loading and first runs raised the peak above what was resident just before (peak reset per member)."""
@@ -150,7 +164,7 @@ def _load_member(m: _Member, threads: int, warmup: int, base_rss_mb: float | Non
     before = _rss_mb() if base_rss_mb is not None and _reset_peak_rss() else None
     try:
         t0 = time.perf_counter_ns()
-        m.fn = export.load(art, threads=threads)
+        m.fn = _load(art, threads, units, m)
         m.load_ns = time.perf_counter_ns() - t0
     except Exception as exc:  # noqa: BLE001
         m.error = ("load", one_line(exc))
@@ -170,7 +184,8 @@ def _load_member(m: _Member, threads: int, warmup: int, base_rss_mb: float | Non
 
 
 def measure_group(artifacts: list[str], *, rounds: int, per_round: int, warmup: int, switch_warmup: int,
-                  threads: int, cpus: list[int] | None, seed: int, first_round: int = 0) -> dict[str, Any]:
+                  threads: int, cpus: list[int] | None, seed: int, first_round: int = 0,
+                  units: str | None = None) -> dict[str, Any]:
     """Time a group of artifacts in interleaved rounds (devices/rounds.py): all loaded at once, `warmup` untimed
     runs each after loading, then for every round, in that round's order, `switch_warmup` untimed and `per_round`
     timed iterations of each member. A member that fails is reported as failed; the others go on."""
@@ -180,7 +195,7 @@ def measure_group(artifacts: list[str], *, rounds: int, per_round: int, warmup: 
     loadavg = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     members = [_Member(a) for a in artifacts]
     for m in members:
-        _load_member(m, threads, warmup, base_rss)
+        _load_member(m, threads, warmup, base_rss, units)
     the_plan = plan(len(members), rounds, per_round, switch_warmup, seed, first_round)
     gc_on = gc.isenabled()
     gc.disable()
@@ -192,7 +207,12 @@ def measure_group(artifacts: list[str], *, rounds: int, per_round: int, warmup: 
             try:
                 for _ in range(switch_warmup):
                     m.fn(m.x)
+                own = getattr(m.fn, "samples", None)
+                if own is not None:
+                    own.clear()
                 wall, used = timed_loop(m.fn, m.x, per_round)
+                if own is not None:
+                    m.runtime_samples += own
             except Exception as exc:  # noqa: BLE001 - this member stops; the others go on
                 m.error, m.fn = ("run", one_line(exc)), None
                 continue
@@ -213,23 +233,46 @@ def measure_group(artifacts: list[str], *, rounds: int, per_round: int, warmup: 
             "rounds": m.rounds, "per_round": per_round, "switch_warmup": switch_warmup,
             "load_ms": m.load_ns / 1e6, "first_ms": m.first_ns / 1e6, "warmup": warmup, "threads": threads,
             "cpus": cpus, "peak_rss_mb": m.peak_mb, "overhead_us": overhead / 1e3, "loadavg": loadavg,
-            "runtime": m.runtime, "runtime_versions": m.versions}})
+            "runtime_samples_ms": m.runtime_samples, "runtime": m.runtime, "runtime_versions": m.versions}})
         m.fn = None
     gc.collect()
     return {"ok": True, "members": out}
+
+
+def outputs(artifact: str, inputs_b64: str, shape: list[int], threads: int, units: str | None) -> dict[str, Any]:
+    """The artifact's outputs for the given inputs (float32, base64): how parity is checked on a device (a Mac's
+    Core ML, a board's runtimes) against the PyTorch reference computed on the driver's machine."""
+    import base64
+
+    import numpy as np
+
+    import export
+
+    art = export.resolve(artifact)
+    m = _Member(artifact)
+    fn = _load(art, threads, units, m)
+    x = np.frombuffer(base64.b64decode(inputs_b64), dtype=np.float32).reshape(shape)
+    y = np.concatenate([np.asarray(fn(x[i:i + 1]), dtype=np.float32).reshape(1, -1) for i in range(len(x))])
+    return {"ok": True, "shape": list(y.shape), "outputs_b64": base64.b64encode(y.tobytes()).decode()}
 
 
 def main() -> None:
     cpus = pin()
 
     def handle(req: dict[str, Any]) -> dict[str, Any]:
+        if req.get("op") == "outputs":
+            try:
+                return outputs(str(req["artifact"]), str(req["inputs_b64"]), list(req["shape"]),
+                               int(req.get("threads", 1)), req.get("units"))
+            except Exception as exc:  # noqa: BLE001 - one line back to the driver
+                return {"ok": False, "stage": "run", "error": one_line(exc)}
         if req.get("op") != "measure_group":
             return {"ok": False, "stage": "run", "error": f"unknown request {req.get('op')!r}"}
         try:
             return measure_group(list(req["artifacts"]), rounds=int(req["rounds"]), per_round=int(req["per_round"]),
                                  warmup=int(req["warmup"]), switch_warmup=int(req["switch_warmup"]),
                                  threads=int(req["threads"]), cpus=cpus, seed=int(req["seed"]),
-                                 first_round=int(req.get("first_round", 0)))
+                                 first_round=int(req.get("first_round", 0)), units=req.get("units"))
         except (ToolkitError, ValueError, KeyError, TypeError) as exc:
             return {"ok": False, "stage": "load", "error": one_line(exc)}
 
