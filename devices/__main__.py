@@ -78,8 +78,8 @@ def main(argv: list[str] | None = None) -> int:
             rec = check_on_device(dev, args.artifact, units=args.units)
             figures = {k: v for k, v in rec.items() if isinstance(v, dict) and "max_rel" in v}
             for key, f in figures.items():
-                print(f"{key}: max_rel {f['max_rel']:.2e}, cosine {f['cosine']:.6f}, top-1 {f['top1']:.2f} "
-                      f"({f['n']} inputs)")
+                print(f"{key}: max_rel {f['max_rel']:.2e}, cosine {f['cosine']:.6f}"
+                      + (f", {f['n']} inputs" if "n" in f else ""))
             print(f"parity on {dev.name}: {rec['verdict']}" + (f" ({rec['reason']})" if rec.get("reason") else "")
                   + f"; written to {args.artifact}/manifest.json")
             return 0 if rec["verdict"] == "passed" else 1

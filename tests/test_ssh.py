@@ -319,3 +319,83 @@ def test_the_board_side_never_imports_torch():
             "print('ok')")
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
+
+
+def test_ssh_command_line_is_an_argument_list():
+    from devices.remote import Ssh, SshKeys, remote_command
+
+    keys = SshKeys(host="pi.local", port=2222, user="pi", identity_file="/k", known_hosts="/kh", connect_timeout=7)
+    argv = Ssh("pi", keys).argv(remote_command(["ls", "a b; rm -rf ~", "$HOME"]))
+    assert argv[0] == "ssh" and argv[-3:] == ["--", "pi.local", "ls 'a b; rm -rf ~' '$HOME'"]
+    opts = " ".join(argv[1:-3])
+    for o in ("BatchMode=yes", "StrictHostKeyChecking=yes", "UserKnownHostsFile=/kh", "ConnectTimeout=7",
+              "ControlMaster=auto", "-p 2222", "-l pi", "-i /k"):
+        assert o in opts
+    assert "accept-new" not in opts and "StrictHostKeyChecking=no" not in opts
+
+
+def test_macos_profiles_and_the_refusal_off_macos(tmp_path):
+    import devices
+    from models.errors import ToolkitError
+
+    p = tmp_path / "mac.toml"
+    p.write_text('[mac]\nkind = "macos"\ncompute_units = ["CPU_AND_NE", "ALL"]\n\n'
+                 '[badunits]\nkind = "macos"\ncompute_units = ["NPU"]\n\n'
+                 '[portonly]\nkind = "macos"\nport = 22\n\n'
+                 '[remote]\nkind = "macos"\nhost = "mac.local"\nuser = "me"\n')
+    if sys.platform != "darwin":
+        with pytest.raises(ToolkitError, match="runs Core ML, which needs macOS; this computer runs linux"):
+            devices.get("mac", p)
+        r = devices_cli("check", "mac", "--profiles", str(p))
+        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "needs macOS" in r.stderr
+    with pytest.raises(ToolkitError, match="unknown Core ML compute units 'NPU'"):
+        devices.get("badunits", p)
+    with pytest.raises(ToolkitError, match="port need"):
+        devices.get("portonly", p)
+    dev = devices.get("remote", p)  # a Mac over ssh: constructed without connecting
+    assert dev.kind == "macos" and dev.compute_units == ("CPU_ONLY", "ALL")
+    assert dev.ssh.argv("true")[-2:] == ["mac.local", "true"]
+
+
+def test_compute_units_are_a_sweep_axis_for_core_ml_only():
+    from bench import sweep
+
+    a = sweep.parse_args(device="mac", models_arg="mobileformer_26m", formats="coreml,onnx", res="128",
+                         compute_units="ALL,CPU_ONLY")
+    cells = a.cells()
+    assert sorted((c.format, c.units) for c in cells) == [("coreml", "ALL"), ("coreml", "CPU_ONLY"), ("onnx", "")]
+    assert '"units": "ALL"' in [c for c in cells if c.units == "ALL"][0].key
+    assert "units" not in [c for c in cells if c.format == "onnx"][0].key  # other cells keep their keys
+    b = sweep.parse_args(device="mac", models_arg="mobileformer_26m", formats="coreml,onnx", res="128")
+    assert "compute_units" not in b.canonical() and a.hash != b.hash
+    assert len({sweep.group_key(c) for c in cells}) == 3
+
+
+def test_a_mac_over_ssh_that_is_not_a_mac_says_so(board, tmp_path):
+    """The loopback board reached as a `macos` profile: everything but Core ML runs; Core ML says it needs macOS."""
+    import devices
+
+    profiles = board.profiles(tmp_path / "p.toml", name="fakemac", kind="macos")
+    text = profiles.read_text().replace('pin = true\n', '')
+    profiles.write_text(text)
+    dev = devices.get("fakemac", profiles)
+    try:
+        assert dev.can_run("coreml") == "needs macOS" and dev.can_run("onnx") is None
+        assert dev.describe()["compute_units"] == ["CPU_ONLY", "ALL"]
+    finally:
+        dev.close()
+
+
+@pytest.mark.bench
+def test_parity_checked_on_the_board_updates_the_manifest(board, tmp_path, artifacts):
+    import shutil
+
+    src = next(p.parent for p in artifacts.rglob("manifest.json") if "64x64" in str(p) and SMALL in str(p))
+    art = tmp_path / "art"
+    shutil.copytree(src, art)
+    profiles = board.profiles(tmp_path / "p.toml")
+    r = devices_cli("parity", "board", str(art), "--profiles", str(profiles), timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "parity on board: passed" in r.stdout and "max_rel" in r.stdout
+    m = json.loads((art / "manifest.json").read_text())
+    assert m["parity"]["verdict"] == "passed" and m["parity"]["device"] == {"name": "board", "kind": "ssh"}
