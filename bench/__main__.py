@@ -25,8 +25,27 @@ EPILOG = f"""examples:
   python -m bench report                      # re-render the latest run's report from the store
   python -m bench list
   python -m bench compare host-1a2b3c4d host-1a2b3c4d-2
+  python -m bench import --tool benchmark_model --model {defaults.SWEEP_MODELS[0]} --format tflite --res 224 \
+      --device pixel7 --run pixel7 bm_224.txt  # results measured by hand on a phone, as cells of run pixel7
+  python -m bench report --run host-1a2b3c4d --run pixel7   # the devices side by side
 
 The same `run` command twice resumes one run (only missing cells are measured); --new starts another."""
+
+IMPORT_EPILOG = f"""examples:
+  adb shell /data/local/tmp/benchmark_model --graph=/data/local/tmp/m.tflite --num_threads=1 > bm_224.txt
+  python -m bench import --tool benchmark_model --model {defaults.SWEEP_MODELS[0]} --format tflite --res 224 \
+      --device pixel7 bm_224.txt
+  adb logcat -d -s ExecuTorch:I > et_160.txt    # after executor_runner --num_executions 50
+  python -m bench import --tool executor_runner --model {defaults.SWEEP_MODELS[1]} --format executorch \
+      --res 160 --device pixel7 --run pixel7-import --iters 50 et_160.txt
+  xcrun xcresulttool get test-results metrics --path R.xcresult --compact > xc_224.json
+  python -m bench import --tool xctest --model {defaults.SWEEP_MODELS[0]} --format coreml --res 224 \
+      --device iphone15 xc_224.json
+  python -m bench report --run pixel7-import
+
+One file is one cell; the same file imported twice adds nothing (known by its sha256). benchmark_model and
+onnxruntime_perf_test print aggregates only: such cells keep the printed median / mean and are marked in the
+report (their ratios have no interval). executor_runner, the native runner and XCTest give raw samples."""
 
 
 def _run_id(text: str) -> str:
@@ -53,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         "Benchmark exported models across input resolutions on a device, store every cell in SQLite and render "
         f"the latency-vs-resolution report (where {_comparison()}, by how much, and where the crossover is)."),
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = ap.add_subparsers(dest="cmd", required=True, metavar="{run,report,compare,list}")
+    sub = ap.add_subparsers(dest="cmd", required=True, metavar="{run,report,compare,list,import}")
 
     r = sub.add_parser("run", help="run or resume a sweep, then write its report", description=(
         "Export (cached) and time every cell of models x formats x resolutions x threads. Cells run in a "
@@ -113,8 +132,12 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--wait", action="store_true",
                    help="if another sweep is timing on the device, wait for it (default: stop with one line)")
 
-    rep = sub.add_parser("report", help="re-render a run's report from the store (default: the latest run)")
-    rep.add_argument("--run", type=_run_id, help="run id (default: the most recently created run)")
+    rep = sub.add_parser("report", help="re-render a run's report from the store (default: the latest run); "
+                                        "with several --run, the devices side by side", epilog=EPILOG,
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    rep.add_argument("--run", type=_run_id, action="append", metavar="RUN",
+                     help="run id (default: the most recently created run); give it several times for one report "
+                          "of several devices (ratio vs resolution per device and runtime, crossover per device)")
     _store_arg(rep)
     rep.add_argument("--reports", type=Path, default=DEFAULT_REPORTS, help="reports root (default: %(default)s)")
 
@@ -126,8 +149,56 @@ def main(argv: list[str] | None = None) -> int:
     ls = sub.add_parser("list", help="runs in the store: id, created, cells done/failed, arguments")
     _store_arg(ls)
 
+    from devices.parsers import TOOLS
+
+    im = sub.add_parser("import", help="turn saved output of benchmark_model, executor_runner, the native runner, "
+                                       "onnxruntime_perf_test or an XCTest into cells of a run",
+                        description="Parse each FILE (one program run of one model) and store it as a cell of the "
+                                    "run (created if new). Bad files are one line each and import nothing.",
+                        epilog=IMPORT_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    im.add_argument("--tool", required=True, choices=TOOLS, help="the program that wrote the files")
+    im.add_argument("--model", required=True, help="registered model name, overrides as name:key=value")
+    im.add_argument("--format", required=True, help=f"the artifact's format: {', '.join(FORMATS)}")
+    im.add_argument("--res", required=True, help="input resolution, N or HxW")
+    im.add_argument("--device", required=True, help="the device's name (free text: letters, digits, '.', '_', '-')")
+    im.add_argument("--run", type=_run_id, help="the run to add the cells to (default: <device>-import)")
+    im.add_argument("--converter", help="the converter that made the artifact, where the format has several "
+                                        "(default: unknown)")
+    im.add_argument("--precision", default="fp32", help="fp32 or fp16 (default: fp32)")
+    im.add_argument("--threads", type=bounded_int("--threads", 1, 1024),
+                    help="threads the program used (default: what its output says, else unknown)")
+    im.add_argument("--iters", type=bounded_int("--iters", 1, 100_000_000),
+                    help="timed iterations the program was asked for; a file with another count is refused")
+    _store_arg(im)
+    im.add_argument("files", nargs="+", type=Path, metavar="FILE")
+
     args = ap.parse_args(argv)
-    return {"run": cmd_run, "report": cmd_report, "compare": cmd_compare, "list": cmd_list}[args.cmd](args, argv)
+    return {"run": cmd_run, "report": cmd_report, "compare": cmd_compare, "list": cmd_list,
+            "import": cmd_import}[args.cmd](args, argv)
+
+
+def cmd_import(args: argparse.Namespace, argv: list[str] | None) -> int:
+    from bench import importer
+    from bench.store import Store
+
+    target = importer.check_target(tool=args.tool, model=args.model, fmt=args.format, res=args.res,
+                                   device=args.device, converter=args.converter, precision=args.precision,
+                                   threads=args.threads, expected=args.iters)
+    store = Store.open(args.store)
+    try:
+        res = importer.import_files(store, target, args.files, run_id=args.run,
+                                    argv=["python", "-m", "bench", *(argv if argv is not None else sys.argv[1:])])
+    finally:
+        store.close()
+    for o in res.outcomes:
+        if o.status == "bad":
+            print(f"bench: error: {o.line}", file=sys.stderr)
+        else:
+            print(o.line)
+    added = sum(o.status == "added" for o in res.outcomes)
+    print(f"run {res.run_id}: {added} cell(s) added, {sum(o.status == 'duplicate' for o in res.outcomes)} already "
+          f"there, {len(res.failed)} file(s) refused; `python -m bench report --run {res.run_id}` renders it")
+    return 2 if res.failed else 0
 
 
 def cmd_run(args: argparse.Namespace, argv: list[str] | None) -> int:
@@ -173,7 +244,14 @@ def cmd_report(args: argparse.Namespace, argv: list[str] | None) -> int:
     from bench.store import Store
 
     store = Store.open(args.store, readonly=True)
-    run_id = args.run
+    run_ids = list(dict.fromkeys(args.run or []))
+    if len(run_ids) > 1:
+        combined = report.render_devices(store, run_ids, args.reports)
+        if combined.answer:
+            print("\n".join(combined.answer))
+        print(f"report: {combined.path / 'report.md'} (and {', '.join(sorted(report.DEVICES_FILES - {'report.md'}))})")
+        return 0
+    run_id = run_ids[0] if run_ids else None
     if run_id is None:
         runs = store.runs()
         if not runs:
@@ -217,7 +295,7 @@ def cmd_compare(args: argparse.Namespace, argv: list[str] | None) -> int:
     for rid in (args.run_a, args.run_b):
         if store.run(rid) is None:
             raise ToolkitError(f"no run {rid!r} in {args.store}; `python -m bench list` shows the runs")
-        cells[rid] = {_match_key(c): c for c in store.cells(rid) if c["status"] == "ok"}
+        cells[rid] = {_match_key(c): c for c in store.cells(rid) if c["status"] == "ok" and c["median_ms"]}
     a, b = cells[args.run_a], cells[args.run_b]
     common = sorted(set(a) & set(b))
     if not common:

@@ -28,11 +28,25 @@ SUBJECT, BASELINE = "subject", "baseline"
 UNSTABLE_RULE = (f"CV above {stats.UNSTABLE_CV:.0%}, or with one thread a median wall time more than "
                  f"{stats.CONTENTION_BOUND:.0%} above the median CPU time")
 ROUND_RULE = f"per-round medians disagreeing by more than {stats.ROUND_CV_BOUND:.0%} (CV over rounds)"
+IMPORTED = "imported"  # environment["kind"] of a run made by `bench import` (bench/importer.py)
+AGG_MARK = "†"  # a point or cell with aggregates only (imported from a program that prints no samples)
+AGG_RULE = (f"`{AGG_MARK}` = aggregates only: imported from a program that prints no per-iteration samples "
+            "(`bench import`); the ratio is of the printed medians (means where no median is printed), with no "
+            "interval.")
 PLOT_NAMES = ("latency", "ratio", "crossover", "throughput")  # each is <name>.png in the report folder
 
 
+def has_samples(r: dict[str, Any]) -> bool:
+    """The cell keeps per-iteration samples (every measured cell; not an import of aggregates only)."""
+    return r.get("raw_samples", True) is not False and bool(r.get("samples_ms"))
+
+
 def point_data(x: dict[str, Any], y: dict[str, Any]) -> stats.PointData:
-    """Two stored cells as one ratio point's data: their rounds pair only if one group session timed both."""
+    """Two stored cells as one ratio point's data: their rounds pair only if one group session timed both. When a
+    side has aggregates only, the point compares the medians (the means where either has no median)."""
+    if not (has_samples(x) and has_samples(y)):
+        stat = "median" if x.get("median_ms") is not None and y.get("median_ms") is not None else "mean"
+        return stats.PointData(None, None, numer_value=x[f"{stat}_ms"], denom_value=y[f"{stat}_ms"], statistic=stat)
     paired = bool(x.get("session")) and x.get("session") == y.get("session")
     return stats.PointData(x["samples_ms"], y["samples_ms"], x.get("rounds"), y.get("rounds"), paired)
 
@@ -173,7 +187,7 @@ def pair_sentence(p: Pair, strong: Callable[[str], str] = markdown_strong) -> st
 
     def at(item):
         pt, lbl = item
-        return f"{_times(pt.ratio)} at {lbl} (95% CI {pt.low:.2f}-{pt.high:.2f})"
+        return f"{_times(pt.ratio)} at {lbl} ({interval_text(pt)})"
 
     if len(pts) == 1:
         verb = "slower" if slower else "faster" if faster else "as fast"
@@ -206,13 +220,19 @@ def cpu_text(p: Pair) -> str:
     return f" [CPU time: {_times(pts[0][1])} at {first} to {_times(pts[-1][1])} at {last}, {where}.]"
 
 
+def interval_text(pt: stats.RatioPoint) -> str:
+    """"95% CI 1.40-1.52", or "aggregates only, no interval"."""
+    return "aggregates only, no interval" if pt.aggregates else f"95% CI {pt.low:.2f}-{pt.high:.2f}"
+
+
 def crossover_text(p: Pair) -> str:
     c = p.curve
     if not c.crossings:
         return (f"No crossover in range ({c.crossing_share:.0%} of bootstrap replicates cross)" if c.crossing_share
                 else "No crossover in range")
     first = c.crossings[0]
-    text = f"Crossover at {first:.0f} px (95% CI {c.crossing_low:.0f}-{c.crossing_high:.0f})"
+    text = (f"Crossover at {first:.0f} px " + ("(aggregates only, no interval)" if c.crossing_low is None
+                                               else f"(95% CI {c.crossing_low:.0f}-{c.crossing_high:.0f})"))
     if len(c.crossings) > 1:
         text += " and again at " + ", ".join(f"{x:.0f}" for x in c.crossings[1:]) + " px"
     return text
@@ -275,6 +295,9 @@ def answer(a: Analysis, strong: Callable[[str], str] = markdown_strong) -> list[
     items = [pair_sentence(p, strong) for p in a.pairs]
     if any(any(p.unstable) for p in a.pairs):
         items.append("Points that involve a cell flagged unstable are marked `*` in the ratio tables below.")
+    if any(p.curve.aggregates for p in a.pairs):
+        items.append(f"Points that involve a cell with aggregates only are marked `{AGG_MARK}` in the ratio tables "
+                     "below: their ratios compare the programs' printed medians (or means) and have no interval.")
     return items + noise_lines(a) + contention_lines(a)
 
 

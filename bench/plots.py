@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from bench.across import Across
 from bench.analysis import Analysis
 
 
@@ -65,6 +66,10 @@ def _no_pair(a: Analysis) -> str:
     return f"no {a.subject} / baseline pair measured"
 
 
+def _v(value: float | None) -> float:
+    return math.nan if value is None else value
+
+
 def plot_latency(a: Analysis, path: Path) -> None:
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
@@ -74,8 +79,10 @@ def plot_latency(a: Analysis, path: Path) -> None:
         for m, rs in a.series[rt].items():
             xs = [r["res_equiv"] for r in rs]
             xs_all += xs
-            line, = ax.plot(xs, [r["median_ms"] for r in rs], marker="o", ms=3, label=m)
-            ax.fill_between(xs, [r["p10_ms"] for r in rs], [r["p90_ms"] for r in rs], color=line.get_color(),
+            # a cell imported with aggregates only may lack a median (then its mean) and p10 / p90 (no band)
+            ys = [_v(r["median_ms"] if r["median_ms"] is not None else r["mean_ms"]) for r in rs]
+            line, = ax.plot(xs, ys, marker="o", ms=3, label=m)
+            ax.fill_between(xs, [_v(r["p10_ms"]) for r in rs], [_v(r["p90_ms"]) for r in rs], color=line.get_color(),
                             alpha=0.2)
         ax.set_yscale("log")
         ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
@@ -99,10 +106,7 @@ def plot_ratio(a: Analysis, path: Path) -> None:
             line, = ax.plot(xs, p.curve.ratios, marker="o", ms=3, label=f"{p.numer} / {p.denom}")
             ax.fill_between(xs, [q.low for q in p.curve.points], [q.high for q in p.curve.points],
                             color=line.get_color(), alpha=0.2)
-            wide = [q for q in p.curve.points if q.wide]  # intervals wider than +-5%: hollow rings, not hidden
-            if wide:
-                ax.plot([q.x for q in wide], [q.ratio for q in wide], ls="none", marker="o", ms=8, mfc="none",
-                        color=line.get_color())
+            mark_points(ax, p.curve.points, line.get_color())
             for x in p.curve.crossings:
                 ax.axvline(x, color=line.get_color(), ls=":", lw=1)
             cpu = [(x, c) for x, c in zip(xs, p.cpu_ratios) if c is not None]
@@ -120,6 +124,15 @@ def plot_ratio(a: Analysis, path: Path) -> None:
     _save(fig, path)
 
 
+def mark_points(ax, points, color) -> None:
+    """Wide intervals (over +-5%): hollow rings; aggregates only (no interval): hollow squares. Never hidden."""
+    for keep, marker in ((lambda q: q.wide, "o"), (lambda q: q.aggregates, "s")):
+        sel = [q for q in points if keep(q)]
+        if sel:
+            ax.plot([q.x for q in sel], [q.ratio for q in sel], ls="none", marker=marker, ms=8, mfc="none",
+                    color=color)
+
+
 def plot_crossover(a: Analysis, path: Path) -> None:
     import matplotlib.pyplot as plt
 
@@ -130,9 +143,11 @@ def plot_crossover(a: Analysis, path: Path) -> None:
         c = p.curve
         if c.crossings:
             x = c.crossings[0]
-            err = [[x - c.crossing_low], [c.crossing_high - x]]
-            ax.errorbar([x], [i], xerr=err, fmt="o", capsize=4, color="C0")
-            ax.annotate(f"{x:.0f} px", (x, i), textcoords="offset points", xytext=(6, 6), fontsize=8)
+            err = None if c.crossing_low is None else [[x - c.crossing_low], [c.crossing_high - x]]
+            ax.errorbar([x], [i], xerr=err, fmt="o" if err else "s", mfc=None if err else "none", capsize=4,
+                        color="C0")
+            ax.annotate(f"{x:.0f} px" + ("" if err else " (aggregates only)"), (x, i), textcoords="offset points",
+                        xytext=(6, 6), fontsize=8)
         else:
             side = f"{p.subject} slower" if all(r > 1 for r in c.ratios) else (
                 f"{p.subject} faster" if all(r < 1 for r in c.ratios) else "")
@@ -166,6 +181,35 @@ def plot_throughput(a: Analysis, path: Path) -> None:
         _xaxis(ax, xs_all)
         ax.legend(fontsize=7)
     _finish(fig, axes, a, "throughput", path)
+
+
+def plot_devices(ac: Across, path: Path) -> None:
+    """The report across devices: one panel per subject / baseline pair, one line per device and runtime."""
+    import textwrap
+
+    keys = list(ac.comparisons)
+    fig, axes = _grid(len(keys))
+    for ax, key in zip(axes, keys):
+        xs_all = []
+        for line in ac.comparisons[key]:
+            c = line.pair.curve
+            xs_all += c.xs
+            drawn, = ax.plot(c.xs, c.ratios, marker="o", ms=3, label=line.label)
+            ax.fill_between(c.xs, [q.low for q in c.points], [q.high for q in c.points], color=drawn.get_color(),
+                            alpha=0.15)
+            mark_points(ax, c.points, drawn.get_color())
+            for x in c.crossings:
+                ax.axvline(x, color=drawn.get_color(), ls=":", lw=1)
+        ax.axhline(1.0, color="black", lw=0.8)
+        ax.set_title(f"{key[0]} / {key[1]}", fontsize=9)
+        ax.set_ylabel(f"latency ratio (> 1: {ac.subject} slower)")
+        _xaxis(ax, xs_all)
+        ax.legend(fontsize=7)
+    if not keys:
+        _empty(axes[0], f"no {ac.subject} / baseline pair measured")
+    fig.suptitle(textwrap.fill(ac.title + " (95% interval; hollow square: aggregates only, no interval)",
+                               55 * min(max(len(keys), 1), 3)), fontsize=10)
+    _save(fig, path)
 
 
 PLOTTERS = {"latency": plot_latency, "ratio": plot_ratio, "crossover": plot_crossover, "throughput": plot_throughput}

@@ -36,10 +36,70 @@ REPORT_FILES = frozenset({"results.csv", "ratios.csv", "latency.png", "ratio.png
                           "throughput.png", "report.md", "report.html"})
 
 
-def _ours(directory: Path) -> bool:
+DEVICES_FILES = frozenset({"report.md", "ratio.png", "ratios.csv"})  # the report across devices (bench/across.py)
+
+
+def _ours(directory: Path, files: frozenset[str] = REPORT_FILES) -> bool:
     """A real directory holding nothing but the files a report consists of (so replacing it deletes only ours)."""
     return (directory.is_dir() and not directory.is_symlink()
-            and all(p.name in REPORT_FILES and p.is_file() and not p.is_symlink() for p in directory.iterdir()))
+            and all(p.name in files and p.is_file() and not p.is_symlink() for p in directory.iterdir()))
+
+
+def _report_folder(root: Path, name: str, files: frozenset[str]) -> Path:
+    """reports/<name>, proven inside the reports root (created) and, if it exists, holding only a report's files."""
+    from models.common import inside, os_error_line
+    from models.errors import ToolkitError
+
+    if root.exists() and not root.is_dir():
+        raise ToolkitError(f"reports folder {root} is not a directory; pass another --reports")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ToolkitError(os_error_line(exc, root, "create the reports folder")) from None
+    final = inside(root / name, root, "report folder")
+    if (final.exists() or final.is_symlink()) and not _ours(final, files):
+        raise ToolkitError(f"{final} holds files that are not a report's (or is not a plain folder); left "
+                           "untouched: move them away to write this report")
+    return final
+
+
+def render_devices(store: Store, run_ids: list[str], reports_root: str | Path) -> Rendered:
+    """The report of several runs side by side (bench/across.py), written atomically to
+    reports/devices-<hash of the run ids>/ (report.md, ratio.png, ratios.csv); reports/latest is left alone."""
+    import hashlib
+
+    import matplotlib
+
+    from bench import across
+    from models.common import os_error_line, replace_dir
+    from models.errors import ToolkitError
+
+    matplotlib.use("Agg")
+    runs = []
+    for rid in run_ids:
+        run = store.run(rid)
+        if run is None:
+            raise ToolkitError(f"no run {rid!r} in {store.path}; `python -m bench list` shows the runs")
+        runs.append((run, store.cells(rid)))
+    root = Path(reports_root)
+    name = "devices-" + hashlib.sha256("\0".join(run_ids).encode()).hexdigest()[:8]
+    final = _report_folder(root, name, DEVICES_FILES)
+    ac = across.analyse_runs(runs)
+    tmp = final.with_name(f".{name}.tmp-{os.getpid()}")
+    try:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        writers.write_rows(tmp / "ratios.csv", across.DEVICE_COLUMNS, across.ratio_rows_across(ac))
+        plots.plot_devices(ac, tmp / "ratio.png")
+        (tmp / "report.md").write_text(across.markdown(ac))
+        replace_dir(tmp, final)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise ToolkitError(os_error_line(exc, root, "write the report across devices")) from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return Rendered(final, [f"- {s}" for s in across.answer(ac, analysis.plain)])
 
 
 def render(store: Store, run_id: str, reports_root: str | Path) -> Path:
@@ -55,7 +115,7 @@ def render_report(store: Store, run_id: str, reports_root: str | Path) -> Render
     """
     import matplotlib
 
-    from models.common import check_name, inside, os_error_line, replace_dir
+    from models.common import check_name, os_error_line, replace_dir
     from models.errors import ToolkitError
 
     matplotlib.use("Agg")
@@ -67,16 +127,7 @@ def render_report(store: Store, run_id: str, reports_root: str | Path) -> Render
     except ToolkitError as exc:
         raise ToolkitError(f"{exc}; run {run_id!r} in {store.path} cannot name a report folder") from None
     root = Path(reports_root)
-    if root.exists() and not root.is_dir():
-        raise ToolkitError(f"reports folder {root} is not a directory; pass another --reports")
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ToolkitError(os_error_line(exc, root, "create the reports folder")) from None
-    final = inside(root / run_id, root, "report folder")
-    if (final.exists() or final.is_symlink()) and not _ours(final):
-        raise ToolkitError(f"{final} holds files that are not a report's (or is not a plain folder); left "
-                           "untouched: move them away to write this run's report")
+    final = _report_folder(root, run_id, REPORT_FILES)
     a = analysis.analyse(run, store.cells(run_id))
     tmp = final.with_name(f".{run_id}.tmp-{os.getpid()}")
     try:

@@ -28,7 +28,10 @@ Ratios (ratio_curve), per resolution, subject over baseline:
            ratios, median_interval); the crossover's interval resamples the rounds (bootstrap);
   unpaired rounds (timed in different sessions, e.g. a group split by a resume): median over median, the interval
            from resampling each cell's per-round medians independently;
-  one round: median over median, the interval from resampling iterations (the old single-burst interval).
+  one round: median over median, the interval from resampling iterations (the old single-burst interval);
+  aggregates (a cell imported from a program that prints no per-iteration samples, `bench import`): the ratio of
+           the printed medians (of the means where either cell has no median), with no interval (NaN), and the
+           crossover of a curve with such a point gets no interval either. Reports mark these points.
   Every bootstrap is seeded (N_BOOT replicates), so a report re-renders identically.
 Crossover: where ratio - 1 changes sign between two neighbouring resolutions, interpolated linearly in resolution;
 none in range otherwise. Its interval: the crossings of the same bootstrap replicate curves.
@@ -50,6 +53,7 @@ BOOT_SEED = 20240
 LEVEL = 0.95
 ROUND_CV_BOUND = 0.05  # per-round medians of a cell disagreeing more than this: unstable (docs/bench.md, "Rounds")
 WIDE_HALF_WIDTH = 0.05  # a ratio point whose 95% interval is wider than +-5% of the ratio is marked wide
+AGGREGATES = "aggregates"  # RatioPoint.method of a ratio of two printed aggregates (no samples, no interval)
 ADAPT_HALF_WIDTH = 0.03  # a group gets extra rounds while one of its intervals is wider than +-3% (bench/sweep.py)
 
 
@@ -169,7 +173,13 @@ class RatioPoint:
     low: float
     high: float
     method: str = "rounds"  # rounds (paired per-round ratios) | unpaired (rounds of different sessions) | iterations
-    n_rounds: int = 1  # rounds the interval resampled (iterations: 1)
+    #                          | "aggregates: median" / "aggregates: mean" (no samples on one side: no interval)
+    n_rounds: int = 1  # rounds the interval resampled (iterations: 1, aggregates: 0)
+
+    @property
+    def aggregates(self) -> bool:
+        """The ratio of two printed aggregates: no samples behind it, no interval (low and high are NaN)."""
+        return self.method.startswith(AGGREGATES)
 
     @property
     def half_width(self) -> float:
@@ -192,6 +202,11 @@ class RatioCurve:
     @property
     def xs(self) -> list[float]:
         return [p.x for p in self.points]
+
+    @property
+    def aggregates(self) -> bool:
+        """Some point is a ratio of aggregates only (then the crossover has no interval)."""
+        return any(p.aggregates for p in self.points)
 
     @property
     def ratios(self) -> list[float]:
@@ -230,17 +245,24 @@ class PointData:
     """One resolution of a ratio curve: both cells' samples, their rounds, and whether their rounds are paired
     (timed in the same group session, so round k of one met the same machine as round k of the other)."""
 
-    numer: Sequence[float]
-    denom: Sequence[float]
+    numer: Sequence[float] | None  # None: that cell has aggregates only (numer_value / denom_value are used)
+    denom: Sequence[float] | None
     numer_rounds: Sequence[int] | None = None
     denom_rounds: Sequence[int] | None = None
     paired: bool = True
+    numer_value: float | None = None  # the aggregate compared when a side has no samples
+    denom_value: float | None = None
+    statistic: str = "median"  # which aggregate numer_value and denom_value are
 
 
 def ratio_point(x: float, d: PointData, rng: np.random.Generator, n_boot: int,
                 level: float = LEVEL) -> tuple[RatioPoint, np.ndarray]:
     """The point estimate, its interval and its bootstrap replicates (see the module docstring for the methods)."""
     lo_q, hi_q = 100 * (1 - level) / 2, 100 * (1 + level) / 2
+    if d.numer is None or d.denom is None:
+        ratio = float(d.numer_value / d.denom_value)
+        return (RatioPoint(float(x), ratio, math.nan, math.nan, f"{AGGREGATES}: {d.statistic}", 0),
+                np.full(n_boot, ratio))
     ra, rb = by_round(d.numer, d.numer_rounds), by_round(d.denom, d.denom_rounds)
     if d.paired and len(set(ra) & set(rb)) >= 2:
         per_round = paired_round_ratios(d.numer, d.numer_rounds, d.denom, d.denom_rounds)
@@ -287,6 +309,8 @@ def ratio_curve(xs: Sequence[float], numer: Sequence[Sequence[float]] | None = N
     rep_cross = [crossings(list(xs), list(r)) for r in reps]
     share = float(np.mean([bool(c) for c in rep_cross])) if n_boot else 0.0
     c_low = c_high = None
+    if any(p.aggregates for p in pts):  # replicates cannot vary at such a point: no interval, no share
+        return RatioCurve(pts, found, None, None, 0.0)
     if found:
         near = [min(c, key=lambda v: abs(v - found[0])) for c in rep_cross if c]
         c_low, c_high = (float(v) for v in np.percentile(near, [lo_q, hi_q]))

@@ -59,6 +59,10 @@ CELL_COLUMNS = {
     "status": "TEXT NOT NULL",  # ok | failed | not run: <reason>
     "stage": "TEXT",  # where a failed cell failed: export, parity, load, run, timeout, crash
     "error": "TEXT", "samples_ms": "TEXT", "cpu_samples_ms": "TEXT", "finished": "TEXT NOT NULL",
+    # 0: the cell has no per-iteration samples, only the aggregates a program printed (`bench import`, e.g.
+    # benchmark_model); NULL or 1: samples_ms holds them (every measured cell)
+    "raw_samples": "INTEGER",
+    "source": "TEXT",  # JSON, imported cells: tool, variant, file, sha256 and the aggregates as the tool printed them
 }
 
 
@@ -68,12 +72,17 @@ PASSES_DDL = ("CREATE TABLE IF NOT EXISTS passes (run_id TEXT NOT NULL, group_id
               "payload TEXT NOT NULL, PRIMARY KEY (run_id, group_id, pass))")
 
 
+# One row per imported file (`bench import`): its sha256 is the key, so the same file imported twice adds nothing.
+IMPORTS_DDL = ("CREATE TABLE IF NOT EXISTS imports (sha256 TEXT PRIMARY KEY, run_id TEXT NOT NULL, cell_key TEXT NOT "
+               "NULL, file TEXT NOT NULL, tool TEXT NOT NULL, imported TEXT NOT NULL)")
+
+
 def _ddl() -> list[str]:
     runs = ", ".join(f"{k} {v}" for k, v in RUN_COLUMNS.items())
     cells = ", ".join(f"{k} {v}" for k, v in CELL_COLUMNS.items())
     return [f"CREATE TABLE IF NOT EXISTS runs ({runs})",
             f"CREATE TABLE IF NOT EXISTS cells ({cells}, PRIMARY KEY (run_id, cell_key))",
-            "CREATE INDEX IF NOT EXISTS cells_status ON cells (run_id, status)", PASSES_DDL]
+            "CREATE INDEX IF NOT EXISTS cells_status ON cells (run_id, status)", PASSES_DDL, IMPORTS_DDL]
 
 
 APPLICATION_ID = 0x4D44544B  # "MDTK": PRAGMA application_id of every store this toolkit creates
@@ -204,9 +213,11 @@ class Store:
 
     def _add_new_columns(self) -> None:
         """A store written by an older version of this module gets the columns (as NULLs) and tables added since."""
-        if not self.conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'passes'").fetchone():
-            with self.transaction() as c:
-                c.execute(PASSES_DDL)
+        for table, ddl in (("passes", PASSES_DDL), ("imports", IMPORTS_DDL)):
+            if not self.conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                                     (table,)).fetchone():
+                with self.transaction() as c:
+                    c.execute(ddl)
         for table, columns in (("runs", RUN_COLUMNS), ("cells", CELL_COLUMNS)):
             have = {r[1] for r in self.conn.execute(f"PRAGMA table_info({table})")}
             missing = [c for c in columns if c not in have]
@@ -324,6 +335,49 @@ class Store:
             return []
         return [(int(n), json.loads(p)) for n, p in rows]
 
+    def imported(self, sha256: str) -> dict[str, Any] | None:
+        """The import of a file with this sha256, if any (run_id, cell_key, file, tool, imported)."""
+        try:
+            rows = self._rows("SELECT * FROM imports WHERE sha256 = ?", (sha256,))
+        except sqlite3.OperationalError:  # a read-only store of an older version has no imports table
+            return None
+        return rows[0] if rows else None
+
+    def add_import(self, run: dict[str, Any], cell: dict[str, Any], sha256: str, file: str, tool: str,
+                   when: str) -> str:
+        """Store one imported file in one transaction: its run (created if new; else its environment's list of
+        imports, cells_total and finished are updated), its cell and its imports row. Returns "added", or
+        "duplicate" (a file with this sha256 was imported before) or "cell exists" (the run has this cell from
+        another file); then nothing is written."""
+        unknown_cols = set(cell) - set(CELL_COLUMNS)
+        if unknown_cols:
+            raise ValueError(f"unknown cell columns: {sorted(unknown_cols)}")
+        entry = {"file": file, "tool": tool, "sha256": sha256, "cell": cell["cell_key"], "imported": when}
+        with self.transaction() as c:
+            if c.execute("SELECT 1 FROM imports WHERE sha256 = ?", (sha256,)).fetchone():
+                return "duplicate"
+            if c.execute("SELECT 1 FROM cells WHERE run_id = ? AND cell_key = ?",
+                         (run["run_id"], cell["cell_key"])).fetchone():
+                return "cell exists"
+            have = c.execute("SELECT environment FROM runs WHERE run_id = ?", (run["run_id"],)).fetchone()
+            if have is None:
+                env = {**run["environment"], "imports": [entry]}
+                row = {**run, "environment": env, "cells_total": 1, "finished": when}
+                row = {k: (json.dumps(v, sort_keys=True, default=str) if k in ("args", "argv", "environment") else v)
+                       for k, v in row.items()}
+                c.execute(f"INSERT INTO runs ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
+                          tuple(row.values()))
+            else:
+                env = json.loads(have[0])
+                env["imports"] = [*env.get("imports", []), entry]
+                c.execute("UPDATE runs SET environment = ?, cells_total = cells_total + 1, finished = ? WHERE "
+                          "run_id = ?", (json.dumps(env, sort_keys=True), when, run["run_id"]))
+            c.execute(f"INSERT INTO cells ({', '.join(cell)}) VALUES ({', '.join('?' * len(cell))})",
+                      tuple(cell.values()))
+            c.execute("INSERT INTO imports (sha256, run_id, cell_key, file, tool, imported) VALUES (?, ?, ?, ?, ?, ?)",
+                      (sha256, run["run_id"], cell["cell_key"], file, tool, when))
+        return "added"
+
     def delete_failed(self, run_id: str) -> int:
         with self.transaction() as c:
             n = c.execute("DELETE FROM cells WHERE run_id = ? AND status = 'failed'", (run_id,)).rowcount
@@ -337,9 +391,10 @@ class Store:
             for k in CELL_COLUMNS:  # a read-only store of an older version lacks the newer columns
                 r.setdefault(k, None)
             for k in ("overrides", "samples_ms", "cpu_samples_ms", "cpus", "runtime_versions", "attempt_cvs",
-                      "rounds"):
+                      "rounds", "source"):
                 r[k] = json.loads(r[k]) if r.get(k) else ({} if k in ("overrides", "runtime_versions") else None)
             r["unstable"] = bool(r["unstable"]) if r["unstable"] is not None else None
+            r["raw_samples"] = r["raw_samples"] != 0  # NULL (every measured cell) or 1: samples_ms are raw
         return rows
 
     def known_size(self, model: str, overrides: str, height: int, width: int) -> tuple[int, int] | None:

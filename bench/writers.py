@@ -14,12 +14,16 @@ from typing import Any
 
 from bench import stats
 from bench.analysis import (
+    AGG_MARK,
+    AGG_RULE,
+    IMPORTED,
     PLOT_NAMES,
     ROUND_RULE,
     UNSTABLE_RULE,
     Analysis,
     answer,
     crossover_text,
+    has_samples,
     no_pair_text,
     overhead,
 )
@@ -30,7 +34,7 @@ CSV_COLUMNS = ["run_id", "model", "overrides", "family", "format", "converter", 
                "unstable", "n_rounds", "per_round", "switch_warmup", "round_cv", "session", "cpu_median_ms",
                "wall_over_cpu", "load_ms", "first_ms", "peak_rss_mb",
                "overhead_us", "loadavg", "artifact_bytes", "export_seconds", "parity_verdict", "parity_max_rel",
-               "parity_cosine", "status", "stage", "error"]
+               "parity_cosine", "raw_samples", "status", "stage", "error"]
 RATIO_COLUMNS = ["runtime", "subject", "baseline", "resolution", "res_equiv", "ratio", "ci95_low", "ci95_high",
                  "method", "rounds", "wide", "unstable", "crossover"]
 
@@ -42,18 +46,31 @@ def write_csv(a: Analysis, path: Path) -> None:
         w.writeheader()
         for r in sorted(a.rows, key=lambda r: (r["runtime"], r["model_label"], r["res_equiv"], r["height"])):
             w.writerow({**r, "overrides": json.dumps(r["overrides"], sort_keys=True),
-                        "unstable": "" if r["unstable"] is None else int(r["unstable"])})
+                        "unstable": "" if r["unstable"] is None else int(r["unstable"]),
+                        "raw_samples": "" if r["status"] != "ok" else int(has_samples(r))})
+
+
+def ratio_rows(a: Analysis) -> list[list[Any]]:
+    """ratios.csv's rows (RATIO_COLUMNS): one per point of every pair; no interval for an aggregates-only point."""
+    rows = []
+    for p in a.pairs:
+        cross = ";".join(f"{x:.1f}" for x in p.curve.crossings) or "none in range"
+        for pt, lbl, unst in zip(p.curve.points, p.labels, p.unstable):
+            low, high = ("", "") if pt.aggregates else (f"{pt.low:.4f}", f"{pt.high:.4f}")
+            rows.append([p.runtime, p.numer, p.denom, lbl, pt.x, f"{pt.ratio:.4f}", low, high, pt.method,
+                         pt.n_rounds, int(pt.wide), int(unst), cross])
+    return rows
+
+
+def write_rows(path: Path, head: list[str], rows: list[list[Any]]) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(head)
+        w.writerows(rows)
 
 
 def write_ratios_csv(a: Analysis, path: Path) -> None:
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(RATIO_COLUMNS)
-        for p in a.pairs:
-            cross = ";".join(f"{x:.1f}" for x in p.curve.crossings) or "none in range"
-            for pt, lbl, unst in zip(p.curve.points, p.labels, p.unstable):
-                w.writerow([p.runtime, p.numer, p.denom, lbl, pt.x, f"{pt.ratio:.4f}", f"{pt.low:.4f}",
-                            f"{pt.high:.4f}", pt.method, pt.n_rounds, int(pt.wide), int(unst), cross])
+    write_rows(path, RATIO_COLUMNS, ratio_rows(a))
 
 
 # --------------------------------------------------------------------------------------------- Markdown
@@ -84,6 +101,10 @@ def markdown(a: Analysis) -> str:
     where = (f"{env.get('cpu_model', '?')}, {env.get('cores', '?')} cores, {env.get('os', '?')}; "
              f"{', '.join(map(str, args.get('threads', [])))} thread(s), {args.get('iterations')} timed iterations "
              f"per cell{rounds}, after {args.get('warmup')} warm-up")
+    if env.get("kind") == IMPORTED:
+        files = env.get("imports") or []
+        where = (f"results measured by hand and imported with `bench import`: {len(files)} file(s) of "
+                 f"{', '.join(sorted({f['tool'] for f in files}))}")
     lines += [f"**Device `{run['device']}`** ({where}).", ""]
     # ---- the answer
     if a.pairs:
@@ -106,11 +127,11 @@ def markdown(a: Analysis) -> str:
             lines.append(f"**{p.runtime}: {p.numer} / {p.denom}** ({crossover_text(p)})")
             lines.append("")
             table = [["ratio", *[f"{q.ratio:.2f}" + ("~" if q.wide else "") for q in p.curve.points]],
-                     ["95% CI", *[f"{q.low:.2f}-{q.high:.2f}" for q in p.curve.points]]]
+                     ["95% CI", *["none" if q.aggregates else f"{q.low:.2f}-{q.high:.2f}" for q in p.curve.points]]]
             if any(c is not None for c in p.cpu_ratios):
                 table.append(["CPU-time ratio", *["" if c is None else f"{c:.2f}" for c in p.cpu_ratios]])
-            lines += md_table(["resolution", *[lbl + ("*" if u else "") for lbl, u in zip(p.labels, p.unstable)]],
-                              table)
+            lines += md_table(["resolution", *[lbl + ("*" if u else "") + (AGG_MARK if q.aggregates else "")
+                                               for lbl, u, q in zip(p.labels, p.unstable, p.curve.points)]], table)
     # ---- latency tables
     lines += ["## Latency (ms): median / mean of the timed iterations", ""]
     for rt in a.runtimes:
@@ -120,12 +141,15 @@ def markdown(a: Analysis) -> str:
         for m, rs in a.series[rt].items():
             by = {r["res_label"]: r for r in rs}
             body.append([m, *[(f"{_ms(by[lbl]['median_ms'])} / {_ms(by[lbl]['mean_ms'])}"
-                               + ("*" if by[lbl]["unstable"] else "")) if lbl in by else "" for lbl in labels]])
+                               + ("*" if by[lbl]["unstable"] else "") + ("" if has_samples(by[lbl]) else AGG_MARK))
+                              if lbl in by else "" for lbl in labels]])
         lines += [f"**{rt}**", ""] + md_table(["model", *labels], body)
     if unstable:
         lines.append(f"`*` = unstable: {ROUND_RULE} (runs timed in rounds) or {UNSTABLE_RULE} (one burst); "
                      "bench/stats.py says why.")
         lines.append("")
+    if any(not has_samples(r) for r in a.rows if r["status"] == "ok"):
+        lines += [AGG_RULE, ""]
     if any(q.wide for p in a.pairs for q in p.curve.points):
         lines.append(f"`~` = wide: the ratio's 95% interval is wider than +-{stats.WIDE_HALF_WIDTH:.0%} of it.")
         lines.append("")
@@ -155,6 +179,8 @@ def markdown(a: Analysis) -> str:
         lines += ["## Not run on this device", ""]
         lines += [f"- {k} ({len(v)} cells)" for k, v in sorted(reasons.items())] + [""]
     # ---- harness overhead and environment
+    if env.get("kind") == IMPORTED:
+        return "\n".join(lines + imported_lines(a))
     oh = overhead(a)
     lines += ["## Harness overhead", ""]
     if oh:
@@ -196,6 +222,35 @@ def markdown(a: Analysis) -> str:
               "- Cells ran in a shuffled order (seed above) so drift of the shared machine does not favour one "
               "model. All figures, raw samples included, are in the store and in results.csv.", ""]
     return "\n".join(lines)
+
+
+def imported_lines(a: Analysis) -> list[str]:
+    """The end of an imported run's report: where each cell came from, instead of the sweep's harness, environment
+    and method sections."""
+    run, env = a.run, a.run.get("environment") or {}
+    by_key = {r["cell_key"]: r for r in a.rows if r.get("cell_key")}
+    rows = []
+    for f in env.get("imports") or []:
+        r = by_key.get(f["cell"], {})
+        src = r.get("source") or {}
+        rows.append([f["file"], f"{f['tool']} ({src.get('variant', '?')})", r.get("model_label", "?"),
+                     r.get("runtime", "?"), r.get("res_label", "?"), r.get("iterations") or "",
+                     "yes" if r and has_samples(r) else "no: aggregates", f["sha256"][:12], f["imported"][:19]])
+    lines = ["## Imported files", ""]
+    lines += md_table(["file", "tool", "model", "runtime", "resolution", "timed iterations", "raw samples",
+                       "sha256", "imported (UTC)"], rows)
+    lines += md_table(["", ""], [["run id", run["run_id"]], ["device", run["device"]],
+                                 ["git commit", run.get("git_commit")],
+                                 ["created by", f"`{' '.join(run.get('argv') or [])}`"]])
+    lines += ["## Method", "",
+              "- Each cell is one saved output of a native benchmark program, parsed by devices/parsers.py. Where the "
+              "program prints per-iteration times (executor_runner, our native runner, XCTest), they are the "
+              "cell's samples (one round: no rounds were interleaved on the device) and the statistics are "
+              "computed as for a measured cell; where it prints only aggregates (benchmark_model, "
+              "onnxruntime_perf_test), those are stored as printed and no sample is made up.",
+              *([f"- {AGG_RULE}"] if any(not has_samples(r) for r in a.rows if r["status"] == "ok") else []),
+              "- The same file imported twice adds nothing (files are known by their sha256).", ""]
+    return lines
 
 
 # --------------------------------------------------------------------------------------------- HTML
