@@ -49,6 +49,7 @@ CELL_COLUMNS = {
     "cpu_median_ms": "REAL",  # median process CPU time per iteration (with 1 thread: the uncontended cost)
     "attempts": "INTEGER", "attempt_cvs": "TEXT",  # runs before rounds: timed attempts (retries), their CVs
     "units": "TEXT",  # Core ML compute units (Mac, iPhone); NULL elsewhere
+    "device_state": "TEXT",  # JSON, phones: temperatures before and after, cool-down waits, the core mask used
     "runtime_median_ms": "REAL",  # median of the runtime's own per-iteration timer, where it has one (Core ML)
     "session": "TEXT",  # the group timing this cell was part of: cells of one session have paired rounds
     "n_rounds": "INTEGER", "per_round": "INTEGER", "switch_warmup": "INTEGER",
@@ -391,7 +392,7 @@ class Store:
             for k in CELL_COLUMNS:  # a read-only store of an older version lacks the newer columns
                 r.setdefault(k, None)
             for k in ("overrides", "samples_ms", "cpu_samples_ms", "cpus", "runtime_versions", "attempt_cvs",
-                      "rounds", "source"):
+                      "rounds", "source", "device_state"):
                 r[k] = json.loads(r[k]) if r.get(k) else ({} if k in ("overrides", "runtime_versions") else None)
             r["unstable"] = bool(r["unstable"]) if r["unstable"] is not None else None
             r["raw_samples"] = r["raw_samples"] != 0  # NULL (every measured cell) or 1: samples_ms are raw

@@ -331,6 +331,9 @@ def cell_row(run_id: str, seq: int, cell: Cell, *, args: SweepArgs, status: str,
             "cpu_samples_ms": json.dumps([round(v, 6) for v in measurement.cpu_samples_ms]),
             "runtime_median_ms": median(measurement.runtime_samples_ms) if measurement.runtime_samples_ms
             else None,
+            "device_state": json.dumps(measurement.device_state, sort_keys=True) if measurement.device_state
+            else None,
+            **({} if measurement.raw_samples else {"raw_samples": 0}),
         })
     return row
 

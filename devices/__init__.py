@@ -8,9 +8,10 @@
 
 A Device knows nothing of sweeps or reports (bench/ does); it times the artifacts it is given and returns raw
 per-iteration latencies, each with its round, plus what was measured around them. A device kind is one module of
-this package that defines `KIND` (its profile dataclass and device class); only `host` exists (devices/host.py:
-the runtimes installed on this machine, timed in a persistent worker process). A profile naming another kind is an
-error, not a silent fallback.
+this package that defines `KIND` (its profile dataclass and device class): `host` (devices/host.py: the runtimes
+installed on this machine, timed in a persistent worker process), `ssh` (a Linux board), `macos` (a Mac, ssh or
+local), `android` (a phone over adb, timed by native programs on it), `ios` (an iPhone through a Mac). A profile
+naming another kind is an error, not a silent fallback.
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ def _discover_kinds() -> None:
             KINDS.register(kind.name, kind)
 
 
-_NOT_KINDS = {"base", "worker", "subproc"}  # the host's measuring process and its pipe protocol
+# the measuring process and its pipe protocol, the ssh plumbing, parsers and programs run on devices: no KIND there
+_NOT_KINDS = {"base", "worker", "subproc", "remote", "probe", "parsers", "adb_parse", "ios_bench", "verify", "apple"}
 
 
 def _read_profiles(path: Path) -> dict[str, dict[str, Any]]:
@@ -102,4 +104,7 @@ def get(name: str, user: str | Path | None = None, overrides: dict[str, Any] | N
     if not isinstance(kind, str) or kind not in KINDS:
         raise ToolkitError(f"{where}: kind {kind!r} is not implemented (implemented: {', '.join(KINDS)})")
     k = KINDS.get(kind)
-    return k.device(name, k.profile.parse(prof, where))
+    dev = k.device(name, k.profile.parse(prof, where))
+    if hasattr(dev, "profiles_file"):  # a kind that goes through another profile (an iPhone through its Mac)
+        dev.profiles_file = user
+    return dev

@@ -22,8 +22,8 @@ class Measurement:
     times are required: every kind can report those. What a kind cannot see stays None (never invented)."""
 
     samples_ms: list[float]  # one per timed iteration, in order
-    load_ms: float  # creating the runtime session / interpreter from the file
-    first_ms: float  # the first inference after loading (not part of warm-up or samples)
+    load_ms: float | None  # creating the runtime session / interpreter (None: the program does not say)
+    first_ms: float | None  # the first inference after loading (not part of warm-up or samples)
     warmup: int
     threads: int
     cpus: list[int] | None = None  # cores the measuring process was pinned to (None: not pinned / not known)
@@ -35,6 +35,8 @@ class Measurement:
     per_round: int | None = None  # timed iterations per chunk
     switch_warmup: int | None = None  # untimed iterations before every chunk
     runtime_samples_ms: list[float] = field(default_factory=list)  # the runtime's own timer (Core ML's predict)
+    raw_samples: bool = True  # False: one aggregate per chunk (a program that prints only its median / mean)
+    device_state: dict[str, Any] = field(default_factory=dict)  # a phone's temperatures, cool-down waits, core mask
     runtime: str = ""
     runtime_versions: dict[str, str] = field(default_factory=dict)
 

@@ -87,13 +87,13 @@ def check_keys(prof: dict[str, Any], where: str, types: dict[str, type], require
     for key in required:
         if key not in prof:
             raise ToolkitError(f"{where}: missing key {key!r}")
-    names = {str: "a string", int: "a whole number", bool: "true or false", list: "a list"}
+    names = {str: "a string", int: "a whole number", bool: "true or false", list: "a list", (int, float): "a number"}
     for key, typ in types.items():
         if key in prof:
             v = prof[key]
-            ok = isinstance(v, typ) and not (typ is int and isinstance(v, bool))
+            ok = isinstance(v, typ) and not (typ is not bool and isinstance(v, bool))
             if not ok:
-                raise ToolkitError(f"{where}: {key} must be {names.get(typ, typ.__name__)}, not {v!r}")
+                raise ToolkitError(f"{where}: {key} must be {names.get(typ, 'of another type')}, not {v!r}")
 
 
 def parse_ssh_keys(prof: dict[str, Any], where: str) -> SshKeys:
