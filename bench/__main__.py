@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         "Benchmark exported models across input resolutions on a device, store every cell in SQLite and render "
         f"the latency-vs-resolution report (where {_comparison()}, by how much, and where the crossover is)."),
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = ap.add_subparsers(dest="cmd", required=True, metavar="{run,report,compare,list}")
+    sub = ap.add_subparsers(dest="cmd", required=True, metavar="{run,report,compare,list,why}")
 
     r = sub.add_parser("run", help="run or resume a sweep, then write its report", description=(
         "Export (cached) and time every cell of models x formats x resolutions x threads. Cells run in a "
@@ -123,8 +123,13 @@ def main(argv: list[str] | None = None) -> int:
     ls = sub.add_parser("list", help="runs in the store: id, created, cells done/failed, arguments")
     _store_arg(ls)
 
+    from bench import why_run
+
+    why_run.add_parser(sub, ",".join(defaults.WHY_MODELS), defaults.WHY_RESOLUTIONS, _store_arg, DEFAULT_REPORTS,
+                       DEFAULT_OUT)
     args = ap.parse_args(argv)
-    return {"run": cmd_run, "report": cmd_report, "compare": cmd_compare, "list": cmd_list}[args.cmd](args, argv)
+    return {"run": cmd_run, "report": cmd_report, "compare": cmd_compare, "list": cmd_list,
+            "why": why_run.cmd_why}[args.cmd](args, argv)
 
 
 def cmd_run(args: argparse.Namespace, argv: list[str] | None) -> int:
