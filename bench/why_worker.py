@@ -37,15 +37,22 @@ def component_madds(model_name: str, overrides: dict[str, Any], resolution: tupl
     classes = {name: type(m).__name__ for name, m in model.named_modules()}
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         model(torch.zeros(1, 3, *resolution))
-    totals = {k: sum(v.values()) / 2 for k, v in counter.get_flop_counts().items()}
-    root = next(iter(totals), None)
+    totals = {k: sum(v.values()) / 2 for k, v in counter.get_flop_counts().items() if k != "Global"}
+    root = type(model).__name__
     out: dict[str, float] = defaultdict(float)
+
+    def parent(key: str) -> str | None:  # the nearest enclosing module that ran (a ModuleList never runs itself)
+        parts = key.split(".")
+        return next((".".join(parts[:i]) for i in range(len(parts) - 1, 0, -1) if ".".join(parts[:i]) in totals),
+                    None)
+
+    children: dict[str, float] = defaultdict(float)
     for key, total in totals.items():
-        if key == root:
-            continue
+        if key != root and parent(key) is not None:
+            children[parent(key)] += total
+    for key, total in totals.items():
         name = key.split(".", 1)[1] if "." in key else ""
-        children = sum(v for k, v in totals.items() if k.startswith(key + ".") and k.count(".") == key.count(".") + 1)
-        own = total - children
+        own = total - children[key]
         if own <= 0:
             continue
         chain = [classes.get(".".join(name.split(".")[:i]), "") for i in range(1, name.count(".") + 2)]
@@ -63,7 +70,7 @@ def profile_onnx(artifact: str, threads: int) -> dict[str, Any]:
             "kernel_ms": p["kernel_ms"], "iterations": ITERATIONS}
 
 
-XNN_KINDS = (("Convolution", "XNNPACK convolution"), ("Fully Connected", "XNNPACK GEMM (linear)"),
+XNN_KINDS = (("Convolution", "XNNPACK convolution"), ("Fully Connected", "XNNPACK fully-connected (1x1 conv, linear)"),
              ("Batch Matrix Multiply", "XNNPACK GEMM (attention matmul)"), ("Transpose", "XNNPACK layout"),
              ("Reshape", "XNNPACK layout"), ("Copy", "XNNPACK layout"))
 
