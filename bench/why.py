@@ -311,6 +311,14 @@ def fit_sentences(w: Why) -> list[str]:
     return out
 
 
+def _series(items: list[dict[str, Any]], *fields: str) -> list[tuple[tuple, list[dict[str, Any]]]]:
+    """Items grouped by `fields`, each group ordered by pixel count (smallest resolution first)."""
+    groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    for it in items:
+        groups[tuple(it[f] for f in fields)].append(it)
+    return [(k, sorted(v, key=lambda it: it["height"] * it["width"])) for k, v in sorted(groups.items())]
+
+
 def component_efficiency(w: Why) -> list[dict[str, Any]]:
     """Per difference component and cell: its MAdds over its time, against the runtime's peak."""
     out = []
@@ -328,10 +336,7 @@ def component_efficiency(w: Why) -> list[dict[str, Any]]:
 def component_fit_sentences(w: Why) -> list[str]:
     """Why a component does not shrink with the image: its own fixed part (Theil-Sen of its ms over its MAdds)."""
     out = []
-    eff = component_efficiency(w)
-    for key in sorted({(e["model"], e["runtime"], e["component"]) for e in eff}):
-        rows = sorted((e for e in eff if (e["model"], e["runtime"], e["component"]) == key),
-                      key=lambda e: e["height"] * e["width"])
+    for key, rows in _series(component_efficiency(w), "model", "runtime", "component"):
         if len(rows) < 2 or len({e["gmadds"] for e in rows}) < 2:
             continue
         fixed, slope = fitting.theil_sen([e["gmadds"] for e in rows], [e["ms"] for e in rows])
@@ -347,9 +352,7 @@ def component_fit_sentences(w: Why) -> list[str]:
 
 def feedback_sentences(w: Why) -> list[str]:
     out = []
-    for key in sorted({(f["model"], f["runtime"]) for f in w.feedback}):
-        rows = sorted((f for f in w.feedback if (f["model"], f["runtime"]) == key),
-                      key=lambda f: f["height"] * f["width"])
+    for key, rows in _series(w.feedback, "model", "runtime"):
         parts = [f"{f['saved'].value:+.2f} ms ({f['share'].value:+.1%}, 95% CI {f['share'].low:+.1%} to "
                  f"{f['share'].high:+.1%}) at {f['height']}x{f['width']}" for f in rows]
         t, mode = rows[0]["threads"], rows[0]["mode"]

@@ -37,16 +37,39 @@ def write_csvs(w: W.Why, directory: Path) -> None:
             out.writerow([_r(row[k]) for k in FIT_COLUMNS])
 
 
-def _plots(w: W.Why, directory: Path) -> list[str]:
+def _panels(n: int):
     import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, n, figsize=(4.5 * n, 4), squeeze=False)
+    return fig, axes[0]
+
+
+def _save(fig, directory: Path, name: str, title: str, made: list[str]) -> None:
+    import matplotlib.pyplot as plt
+
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(directory / f"{name}.png", dpi=100)
+    plt.close(fig)
+    made.append(name)
+
+
+def _axes(ax, title: str, xlabel: str, ylabel: str) -> None:
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=7)
+
+
+def _plots(w: W.Why, directory: Path) -> list[str]:
     import numpy as np
 
-    made = []
+    made: list[str] = []
     diffs = [c for c in w.components if c.method == "difference" and not c.component.startswith("per_")]
     if diffs:
         keys = sorted({(c.model, c.runtime) for c in diffs})
-        fig, axes = plt.subplots(1, len(keys), figsize=(4.5 * len(keys), 4), squeeze=False)
-        for ax, (model, rt) in zip(axes[0], keys):
+        fig, axes = _panels(len(keys))
+        for ax, (model, rt) in zip(axes, keys):
             cs = [c for c in diffs if c.model == model and c.runtime == rt]
             res = sorted({(c.height, c.width) for c in cs}, key=lambda r: r[0] * r[1])
             bottom = np.zeros(len(res))
@@ -56,18 +79,12 @@ def _plots(w: W.Why, directory: Path) -> list[str]:
                 ax.bar([f"{h}" for h, _ in res], vals, bottom=bottom, label=W._name(comp))
                 bottom += vals
             ax.bar([f"{h}" for h, _ in res], 100 - bottom, bottom=bottom, label="rest", color="#ddd")
-            ax.set_title(f"{model}\n{rt}", fontsize=9)
-            ax.set_ylabel("% of latency")
-            ax.legend(fontsize=7)
-        fig.suptitle("Components by difference (share of the full model's latency)")
-        fig.tight_layout()
-        fig.savefig(directory / "why_components.png", dpi=100)
-        plt.close(fig)
-        made.append("why_components")
+            _axes(ax, f"{model}\n{rt}", "resolution (px)", "% of latency")
+        _save(fig, directory, "why_components", "Components by difference (share of the full model's latency)", made)
     if w.variants:
         keys = sorted({(v["model"], v["runtime"]) for v in w.variants})
-        fig, axes = plt.subplots(1, len(keys), figsize=(4.5 * len(keys), 4), squeeze=False)
-        for ax, key in zip(axes[0], keys):
+        fig, axes = _panels(len(keys))
+        for ax, key in zip(axes, keys):
             by: dict[str, list] = defaultdict(list)
             for v in w.variants:
                 if (v["model"], v["runtime"]) == key:
@@ -76,73 +93,45 @@ def _plots(w: W.Why, directory: Path) -> list[str]:
                 vs = sorted(vs, key=lambda v: v["height"] * v["width"])
                 acc = f" (paper {vs[0]['accuracy']:.1f} %)" if vs[0]["accuracy"] else ""
                 ax.plot([v["height"] for v in vs], [v["ms"] for v in vs], "o-", label=name + acc)
-            ax.set_title(f"{key[0]}\n{key[1]}", fontsize=9)
-            ax.set_xlabel("resolution (px)")
-            ax.set_ylabel("median ms")
-            ax.legend(fontsize=7)
-        fig.suptitle("Ablations in milliseconds (paper top-1 beside the token counts)")
-        fig.tight_layout()
-        fig.savefig(directory / "why_ablation.png", dpi=100)
-        plt.close(fig)
-        made.append("why_ablation")
+            _axes(ax, f"{key[0]}\n{key[1]}", "resolution (px)", "median ms")
+        _save(fig, directory, "why_ablation", "Ablations in milliseconds (paper top-1 beside the token counts)", made)
     fits = [f for f in w.fits if not f["overrides"]]
     if fits:
         rts = sorted({f["runtime"] for f in fits})
-        fig, axes = plt.subplots(1, len(rts), figsize=(4.5 * len(rts), 4), squeeze=False)
-        for ax, rt in zip(axes[0], rts):
+        fig, axes = _panels(len(rts))
+        for ax, rt in zip(axes, rts):
             for f in (f for f in fits if f["runtime"] == rt):
                 pts = sorted(f["points"], key=lambda p: p["gmadds"])
                 xs = np.array([p["gmadds"] for p in pts])
                 line = ax.plot(xs, [p["ms"] for p in pts], "o", label=f["model"])[0]
                 grid = np.linspace(0, xs.max(), 20)
                 ax.plot(grid, f["fixed_ms"] + f["ms_per_gmadd"] * grid, "-", color=line.get_color(), alpha=0.6)
-            ax.set_title(rt, fontsize=9)
-            ax.set_xlabel("GMAdds")
-            ax.set_ylabel("median ms")
             ax.set_xlim(left=0)
             ax.set_ylim(bottom=0)
-            ax.legend(fontsize=7)
-        fig.suptitle("latency = fixed + per-MAdd x MAdds (Theil-Sen)")
-        fig.tight_layout()
-        fig.savefig(directory / "why_fit.png", dpi=100)
-        plt.close(fig)
-        made.append("why_fit")
+            _axes(ax, rt, "GMAdds", "median ms")
+        _save(fig, directory, "why_fit", "latency = fixed + per-MAdd x MAdds (Theil-Sen)", made)
     eff = [e for e in w.efficiency if e["share_peak"] is not None and not e["overrides"]]
     if eff:
         rts = sorted({e["runtime"] for e in eff})
-        fig, axes = plt.subplots(1, len(rts), figsize=(4.5 * len(rts), 4), squeeze=False)
-        for ax, rt in zip(axes[0], rts):
+        fig, axes = _panels(len(rts))
+        for ax, rt in zip(axes, rts):
             for model in sorted({e["model"] for e in eff if e["runtime"] == rt}):
                 es = sorted((e for e in eff if e["runtime"] == rt and e["model"] == model),
                             key=lambda e: e["height"] * e["width"])
                 ax.plot([e["height"] for e in es], [e["share_peak"] * 100 for e in es], "o-", label=model)
-            ax.set_title(f"{rt} (peak {w.peaks[rt]:.1f} GMAdd/s)", fontsize=9)
-            ax.set_xlabel("resolution (px)")
-            ax.set_ylabel("% of the measured peak")
-            ax.legend(fontsize=7)
-        fig.suptitle("Efficiency against the measured peak")
-        fig.tight_layout()
-        fig.savefig(directory / "why_efficiency.png", dpi=100)
-        plt.close(fig)
-        made.append("why_efficiency")
+            _axes(ax, f"{rt} (peak {w.peaks[rt]:.1f} GMAdd/s)", "resolution (px)", "% of the measured peak")
+        _save(fig, directory, "why_efficiency", "Efficiency against the measured peak", made)
     if w.feedback:
-        fig, ax = plt.subplots(figsize=(7, 4))
-        for key in sorted({(f["model"], f["runtime"]) for f in w.feedback}):
-            fs = sorted((f for f in w.feedback if (f["model"], f["runtime"]) == key),
-                        key=lambda f: f["height"] * f["width"])
+        fig, axes = _panels(1)
+        ax = axes[0]
+        for key, fs in W._series(w.feedback, "model", "runtime"):
             xs = [f["height"] for f in fs]
             ys = np.array([f["share"].value * 100 for f in fs])
             err = np.array([[f["share"].value - f["share"].low, f["share"].high - f["share"].value] for f in fs]).T
             ax.errorbar(xs, ys, yerr=err * 100, fmt="o-", capsize=3, label=f"{key[0]} {key[1]}")
         ax.axhline(0, color="k", lw=0.8)
-        ax.set_xlabel("resolution (px)")
-        ax.set_ylabel("% faster without the feedback wait")
-        ax.legend(fontsize=7)
-        ax.set_title("The DyReLU feedback path: what-if vs as built (95% interval)")
-        fig.tight_layout()
-        fig.savefig(directory / "why_feedback.png", dpi=100)
-        plt.close(fig)
-        made.append("why_feedback")
+        _axes(ax, "what-if vs as built (95% interval)", "resolution (px)", "% faster without the feedback wait")
+        _save(fig, directory, "why_feedback", "The DyReLU feedback path", made)
     return made
 
 
