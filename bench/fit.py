@@ -6,7 +6,7 @@ on the cells' medians against their MAdds in G. Its 95% interval: percentile boo
 cell's per-round medians with replacement (rounds of different resolutions were timed in different groups, so they
 are resampled independently), N_BOOT replicates, seeded. With two resolutions the fit is the line through them.
 
-Peak: the probe (models/family_roofline.py) is a 1.2 G multiply-add GEMM timed in every group of the run; the peak
+Peak: the probe (the family with role "probe") is a 1.2 G multiply-add GEMM timed in every group of the run; the peak
 of a runtime and thread count is its MAdds over the best per-round median of all its cells ("best of several").
 """
 
