@@ -299,11 +299,15 @@ def fit_sentences(w: Why) -> list[str]:
         el, eh = eff.get((lo["height"], lo["width"])), eff.get((hi["height"], hi["width"]))
         peak = ""
         if f["peak_gmadds_per_s"] and el and eh:
-            marginal = 1 / f["ms_per_gmadd"] * 1e3 if f["ms_per_gmadd"] > 0 else float("nan")
             peak = (f"; it runs at {el['gmadds_per_s']:.1f} GMAdd/s = {_pct(el['share_peak'])} of the measured peak "
                     f"({f['peak_gmadds_per_s']:.1f} GMAdd/s) at {lo['height']}x{lo['width']} and "
-                    f"{_pct(eh['share_peak'])} at {hi['height']}x{hi['width']}; each further MAdd runs at "
-                    f"{marginal:.1f} GMAdd/s ({_pct(marginal / f['peak_gmadds_per_s'])} of the peak)")
+                    f"{_pct(eh['share_peak'])} at {hi['height']}x{hi['width']}")
+            if f["ms_per_gmadd"] > 0:
+                marginal = 1 / f["ms_per_gmadd"] * 1e3
+                peak += (f"; each further MAdd runs at {marginal:.1f} GMAdd/s "
+                         f"({_pct(marginal / f['peak_gmadds_per_s'])} of the peak)")
+            else:
+                peak += "; in this run its latency did not grow with its MAdds (no marginal rate)"
         out.append(f"On {f['runtime']}, {f['model']}: fixed cost {f['fixed_ms']:.2f} ms (95% CI "
                    f"{f['fixed_low_ms']:.2f}-{f['fixed_high_ms']:.2f}) plus {f['ms_per_gmadd']:.2f} ms per GMAdd: "
                    f"the fixed part is {_pct(lo['fixed_share'])} of the latency at {lo['height']}x{lo['width']} and "
