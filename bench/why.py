@@ -156,7 +156,8 @@ def _peaks_and_fits(a: Analysis, ok: list[dict], w: Why) -> None:
         for label, rs in by_model.items():
             if _role(rs[0]["family"], a) == "probe" or not all(r.get("madds") for r in rs):
                 continue
-            peak = w.peaks.get(rt)
+            mode = rs[0].get("mode")
+            peak = w.peaks.get(rt.replace(f" {mode}", "", 1) if mode else rt)  # the probe runs in the default mode
             for r in rs:
                 ach = fitting.achieved_gmadds_per_s(r["madds"], r["median_ms"])
                 w.efficiency.append({"model": label, "runtime": rt, "height": r["height"], "width": r["width"],
