@@ -75,6 +75,13 @@ def _cs(r: dict[str, Any]) -> CellSamples:
     return CellSamples(r["samples_ms"], r.get("rounds"), r.get("session"))
 
 
+def _ablations(r: dict[str, Any]):
+    """The Ablations of a row's family (None for a family without any, or a model the registry no longer has)."""
+    if r["model"] not in models.list_models():
+        return None
+    return models.family_info(models.spec(r["model"]).family).ablations
+
+
 def _role(family: str, a: Analysis) -> str | None:
     return a.roles.role.get(family)
 
@@ -97,10 +104,10 @@ def analyse_why(a: Analysis, profiles: dict[str, dict[str, Any]] | None = None) 
 
 def _differences(a: Analysis, ok: list[dict], idx: dict, w: Why) -> None:
     for full in ok:
-        fam = models.family_info(full["family"])
-        if fam.ablations is None or full["overrides"]:
+        ab = _ablations(full)
+        if ab is None or full["overrides"]:
             continue
-        ab, rt, m, h, wd = fam.ablations, full["runtime"], full["model"], full["height"], full["width"]
+        rt, m, h, wd = full["runtime"], full["model"], full["height"], full["width"]
         total_madds = full["madds"]
 
         def cell(ov, key=(rt, m, h, wd)):
@@ -177,10 +184,10 @@ def _peaks_and_fits(a: Analysis, ok: list[dict], w: Why) -> None:
 
 def _feedback(a: Analysis, ok: list[dict], idx: dict, w: Why) -> None:
     for full in ok:
-        fam = models.family_info(full["family"])
-        if fam.ablations is None or fam.ablations.what_if is None or full["overrides"]:
+        ab = _ablations(full)
+        if ab is None or ab.what_if is None or full["overrides"]:
             continue
-        key, value = fam.ablations.what_if
+        key, value = ab.what_if
         other = idx.get((full["runtime"], full["model"], _frozen({key: value}), full["height"], full["width"]))
         if other is None:
             continue
@@ -225,10 +232,10 @@ def _profiles(a: Analysis, ok: list[dict], idx: dict, profiles: dict[str, dict],
         w.closure.append({"model": r["model_label"], "runtime": r["runtime"], "height": r["height"],
                           "width": r["width"], "profiled_ms": total, "median_ms": r["median_ms"],
                           "tool": p.get("tool", ""), "ok": abs(total / r["median_ms"] - 1) <= AGREEMENT_BOUND})
-        fam = models.family_info(r["family"])
-        if fam.ablations is None:
+        ab = _ablations(r)
+        if ab is None:
             continue
-        for d in fam.ablations.differences:
+        for d in ab.differences:
             if _frozen(r["overrides"]) != _frozen(d.with_overrides) or not d.profile:
                 continue
             base = r["model"]
