@@ -12,6 +12,7 @@ VENV       := .venv
 PY         := $(VENV)/bin/python
 
 # export: make export TARGET=coreml MODEL=<name>[:key=value] RES=224 [PRECISION=fp16]
+# why:    make why [MODELS=a,b] [FORMATS=onnx] [RES=128,512] [ITERS=100] [THREADS=1] [DEVICE=host]
 # bench:  make bench [MODELS=a,b] [FORMATS=onnx,tflite] [RES=128,224] [ITERS=100] [ROUNDS=10] [WARMUP=10]
 #                    [THREADS=1]
 #                    [DEVICE=host] [PROFILES=my-devices.toml]
@@ -26,12 +27,13 @@ USER_VARS  := TARGET MODEL PRECISION MODELS FORMATS ITERS ROUNDS WARMUP THREADS 
 $(foreach v,$(USER_VARS),$(eval override $(v) := $$(value $(v))))
 export PYTHON VENV_CACHE VENV_DIR $(USER_VARS)
 
-.PHONY: help setup export bench report test test-fast lint models clean
+.PHONY: help setup export bench why report test test-fast lint models clean
 help:
 	@echo "make bench    set up, export the default models and benchmark them on this machine, write the report"
 	@echo "make test     set up, then run the whole test suite"
 	@echo "make test-fast  the suite without real conversions or sweeps (the inner loop)"
 	@echo "make export TARGET=<format|all> MODEL=<name>[:key=value] RES=<224|192x256> [PRECISION=fp16]"
+	@echo "make why      why Mobile-Former slows down on small images: ablations, fixed cost, peak, feedback path"
 	@echo "make report   re-render the latest report from results/results.sqlite"
 	@echo "make models   the model table"
 	@echo "make setup    only build .venv from $(LOCK) (cached by its hash in $(VENV_CACHE))"
@@ -56,6 +58,12 @@ export: setup
 
 bench: setup
 	$(PY) -m bench run $${DEVICE:+--device "$$DEVICE"} $${PROFILES:+--profiles "$$PROFILES"} \
+	  $${MODELS:+--models "$$MODELS"} $${FORMATS:+--formats "$$FORMATS"} $${RES:+--res "$$RES"} \
+	  $${ITERS:+--iters "$$ITERS"} $${ROUNDS:+--rounds "$$ROUNDS"} $${WARMUP:+--warmup "$$WARMUP"} \
+	  $${THREADS:+--threads "$$THREADS"}
+
+why: setup
+	$(PY) -m bench why $${DEVICE:+--device "$$DEVICE"} $${PROFILES:+--profiles "$$PROFILES"} \
 	  $${MODELS:+--models "$$MODELS"} $${FORMATS:+--formats "$$FORMATS"} $${RES:+--res "$$RES"} \
 	  $${ITERS:+--iters "$$ITERS"} $${ROUNDS:+--rounds "$$ROUNDS"} $${WARMUP:+--warmup "$$WARMUP"} \
 	  $${THREADS:+--threads "$$THREADS"}

@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         "Benchmark exported models across input resolutions on a device, store every cell in SQLite and render "
         f"the latency-vs-resolution report (where {_comparison()}, by how much, and where the crossover is)."),
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = ap.add_subparsers(dest="cmd", required=True, metavar="{run,report,compare,list,import}")
+    sub = ap.add_subparsers(dest="cmd", required=True, metavar="{run,why,report,compare,list,import}")
 
     r = sub.add_parser("run", help="run or resume a sweep, then write its report", description=(
         "Export (cached) and time every cell of models x formats x resolutions x threads. Cells run in a "
@@ -172,9 +172,13 @@ def main(argv: list[str] | None = None) -> int:
     _store_arg(im)
     im.add_argument("files", nargs="+", type=Path, metavar="FILE")
 
+    from bench import why_run
+
+    why_run.add_parser(sub, ",".join(defaults.WHY_MODELS), defaults.WHY_RESOLUTIONS, _store_arg, DEFAULT_REPORTS,
+                       DEFAULT_OUT)
     args = ap.parse_args(argv)
     return {"run": cmd_run, "report": cmd_report, "compare": cmd_compare, "list": cmd_list,
-            "import": cmd_import}[args.cmd](args, argv)
+            "import": cmd_import, "why": why_run.cmd_why}[args.cmd](args, argv)
 
 
 def cmd_import(args: argparse.Namespace, argv: list[str] | None) -> int:

@@ -129,7 +129,7 @@ def analyse(run: dict[str, Any], rows: list[dict[str, Any]], roles: Roles | None
     for r in rows:
         r["model_label"] = model_label(r["model"], r["overrides"] or {})
         r["runtime"] = runtime_label(r["format"], r["converter"], r["precision"], r.get("units")) + (
-            f" t{r['threads']}" if multi_threads else "")
+            f" {r['mode']}" if r.get("mode") else "") + (f" t{r['threads']}" if multi_threads else "")
         r["res_equiv"] = round(res_equiv(r["height"], r["width"]), 1)
         r["res_label"] = res_label(r["height"], r["width"])
         cpu = r.get("cpu_median_ms")

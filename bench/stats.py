@@ -325,3 +325,52 @@ def spread(ratios: Sequence[float]) -> dict[str, float]:
         return {"n": 0, "median_abs_dev": float("nan"), "max_abs_dev": float("nan"), "within_5pct": float("nan")}
     return {"n": int(d.size), "median_abs_dev": float(np.median(d)), "max_abs_dev": float(d.max()),
             "within_5pct": float(np.mean(d <= 0.05))}
+
+
+# --------------------------------------------------------------------------------------------- differences
+@dataclass(frozen=True)
+class Estimate:
+    """A statistic of several cells with its 95% interval (bench why's differences, shares and slopes).
+
+    method: "rounds" (every cell timed in one group session: the statistic per round, their median and its
+    distribution-free interval, like a ratio), "unpaired" (bootstrap of each cell's per-round medians, resampled
+    independently) or "iterations" (one round: bootstrap of the iterations)."""
+
+    value: float
+    low: float
+    high: float
+    method: str = "rounds"
+    n_rounds: int = 1
+
+
+@dataclass(frozen=True)
+class CellSamples:
+    samples: Sequence[float]
+    rounds: Sequence[int] | None = None
+    session: str | None = None
+
+
+def round_statistic(cells: Sequence[CellSamples], fn, *, n_boot: int = N_BOOT, seed: int = BOOT_SEED,
+                    level: float = LEVEL) -> Estimate:
+    """fn(median of cell 0, median of cell 1, ...) with its interval, the way ratios get theirs: per round when all
+    cells were timed in one session (fn of the cells' medians in round k, for every round they share; the median of
+    those and its order-statistic interval), else from bootstrap replicates of the cells' medians."""
+    groups = [by_round(c.samples, c.rounds) for c in cells]
+    sessions = {c.session for c in cells}
+    common = sorted(set.intersection(*(set(g) for g in groups))) if groups else []
+    if len(sessions) == 1 and None not in sessions and len(common) >= 2:
+        per = np.asarray([fn(*(float(np.median(g[k])) for g in groups)) for k in common])
+        value = float(np.median(per))
+        low, high = median_interval(per, level)
+        return Estimate(value, min(low, value), max(high, value), "rounds", len(common))
+    rng = np.random.default_rng(seed)
+    if all(len(g) >= 2 for g in groups):
+        meds = [[float(np.median(v)) for v in g.values()] for g in groups]
+        method, n = "unpaired", min(len(m) for m in meds)
+    else:
+        meds = [list(np.asarray(c.samples, dtype=np.float64)) for c in cells]
+        method, n = "iterations", 1
+    value = float(fn(*(float(np.median(m)) for m in meds)))
+    reps = np.asarray([fn(*row) for row in zip(*(_boot_medians(m, rng, n_boot) for m in meds))])
+    low, high = (float(v) for v in np.percentile(reps, [100 * (1 - level) / 2, 100 * (1 + level) / 2]))
+    return Estimate(value, min(low, value), max(high, value), method, n)

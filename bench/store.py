@@ -41,6 +41,7 @@ CELL_COLUMNS = {
     "model": "TEXT NOT NULL", "overrides": "TEXT NOT NULL", "family": "TEXT", "format": "TEXT NOT NULL",
     "converter": "TEXT NOT NULL", "precision": "TEXT NOT NULL", "device": "TEXT NOT NULL",
     "threads": "INTEGER NOT NULL", "height": "INTEGER NOT NULL", "width": "INTEGER NOT NULL",
+    "mode": "TEXT",  # the runtime's execution mode when not its default (onnxruntime "parallel"); NULL = default
     "params": "INTEGER", "madds": "INTEGER", "iterations": "INTEGER", "warmup": "INTEGER",
     "mean_ms": "REAL", "median_ms": "REAL", "p10_ms": "REAL", "p90_ms": "REAL", "std_ms": "REAL",
     "min_ms": "REAL", "max_ms": "REAL", "cv": "REAL", "ci95_low_ms": "REAL", "ci95_high_ms": "REAL",

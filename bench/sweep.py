@@ -42,6 +42,7 @@ import models
 from bench import stats
 from bench.labels import model_label, runtime_label
 from bench.store import Store
+from bench.why_plan import mode_artifact
 from devices.rounds import DEFAULT_PASSES, DEFAULT_PER_ROUND, DEFAULT_ROUNDS, DEFAULT_SWITCH_WARMUP
 from devices.subproc import Worker, WorkerError
 from export.hostlock import DeviceLock, timing_cores
@@ -62,16 +63,19 @@ class Cell:
     width: int
     device: str
     threads: int
+    mode: str = ""  # an execution mode the format declares (FormatSpec.modes: onnx "parallel"); "" = its default
     units: str = ""  # Core ML compute units on a Mac or iPhone (a sweep axis there); "" everywhere else
 
     @property
     def key(self) -> str:
-        key = {"model": self.model, "overrides": dict(self.overrides), "format": self.format,
-               "converter": self.converter, "precision": self.precision, "height": self.height,
-               "width": self.width, "device": self.device, "threads": self.threads}
+        fields = {"model": self.model, "overrides": dict(self.overrides), "format": self.format,
+                  "converter": self.converter, "precision": self.precision, "height": self.height,
+                  "width": self.width, "device": self.device, "threads": self.threads}
+        if self.mode:  # keys of cells in the default mode stay what they were (stored runs resume)
+            fields["mode"] = self.mode
         if self.units:  # only where it applies, so every other cell keeps its key
-            key["units"] = self.units
-        return json.dumps(key, sort_keys=True)
+            fields["units"] = self.units
+        return json.dumps(fields, sort_keys=True)
 
     @property
     def model_label(self) -> str:
@@ -82,7 +86,8 @@ class Cell:
         return (self.height, self.width)
 
     def label(self) -> str:
-        return (f"{self.model_label} {runtime_label(self.format, self.converter, self.precision, self.units)} "
+        mode = f" {self.mode}" if self.mode else ""
+        return (f"{self.model_label} {runtime_label(self.format, self.converter, self.precision, self.units)}{mode} "
                 f"{models.format_resolution(self.res)} t{self.threads}")
 
 
@@ -105,9 +110,13 @@ class SweepArgs:
     max_rounds: int = 2 * DEFAULT_ROUNDS  # a group whose intervals stay wide gets rounds up to this many
     passes: int = DEFAULT_PASSES  # the rounds of a group are spread over this many passes over all groups
     compute_units: tuple[str, ...] = ()  # Core ML cells, one per unit (a device that runs Core ML sets them)
+    modes: tuple[str, ...] = ("",)  # runtime execution modes ("" = each format's default; others where declared)
+    plan: str = ""  # "" = the full product of the lists; "why" = bench/why_plan.py's subset (bench why)
 
     def canonical(self) -> dict[str, Any]:
-        extra = {"compute_units": list(self.compute_units)} if self.compute_units else {}
+        extra = {k: v for k, v in (("modes", list(self.modes)), ("plan", self.plan),
+                                   ("compute_units", list(self.compute_units)))
+                 if v not in ([""], "", [])}  # absent when default: the hashes of earlier runs stay valid
         return {**extra, "device": self.device, "models": [model_label(m, dict(o)) for m, o in self.models],
                 "formats": list(self.formats), "converters": list(self.converters),
                 "precisions": list(self.precisions), "resolutions": [models.format_resolution(r)
@@ -121,16 +130,21 @@ class SweepArgs:
         return hashlib.sha256(json.dumps(self.canonical(), sort_keys=True).encode()).hexdigest()[:8]
 
     def cells(self) -> list[Cell]:
+        from bench.why_plan import keep
         from export import FORMATS
 
         out = []
-        for (name, ov), fmt, prec, res, th in itertools.product(self.models, self.formats, self.precisions,
-                                                                  self.resolutions, self.threads):
+        for (name, ov), fmt, prec, res, th, mode in itertools.product(self.models, self.formats, self.precisions,
+                                                                        self.resolutions, self.threads, self.modes):
             spec = FORMATS[fmt]
+            if mode and mode not in spec.modes:
+                continue
             convs = [c.name for c in spec.converters if c.name in self.converters] or [spec.default_converter]
             units = self.compute_units if fmt == "coreml" and self.compute_units else ("",)
             for conv, u in itertools.product(convs, units):
-                out.append(Cell(name, ov, fmt, conv, prec, res[0], res[1], self.device, th, u))
+                cell = Cell(name, ov, fmt, conv, prec, res[0], res[1], self.device, th, mode, u)
+                if keep(self.plan, cell, self.threads):
+                    out.append(cell)
         return sorted(out)
 
 
@@ -306,8 +320,8 @@ def cell_row(run_id: str, seq: int, cell: Cell, *, args: SweepArgs, status: str,
         "run_id": run_id, "cell_key": cell.key, "seq": seq, "model": cell.model,
         "overrides": json.dumps(dict(cell.overrides), sort_keys=True), "family": models.spec(cell.model).family,
         "format": cell.format, "converter": cell.converter, "precision": cell.precision, "device": cell.device,
-        "threads": cell.threads, "height": cell.height, "width": cell.width, "params": params, "madds": madds,
-        "units": cell.units or None,
+        "threads": cell.threads, "mode": cell.mode or None, "height": cell.height, "width": cell.width,
+        "params": params, "madds": madds, "units": cell.units or None,
         "iterations": args.iterations, "warmup": args.warmup, "artifact": artifact,
         "artifact_bytes": m.get("file_bytes"), "export_seconds": m.get("export_seconds"), **_parity(manifest),
         "status": status, "stage": stage, "error": error, "finished": _now(),
@@ -612,7 +626,7 @@ def export_cells(work: WorkContext, runnable: list[Cell], exporters: list[Worker
                 if manifest and manifest.get("madds"):
                     sizes[(cell.model, cell.overrides, cell.res)] = (manifest["params"], manifest["madds"])
                 if reply["ok"]:
-                    artifacts[cell.key] = (reply["artifact"], manifest)
+                    artifacts[cell.key] = (mode_artifact(reply["artifact"], cell.mode), manifest)
                     if not reply.get("cached"):
                         verdict = (manifest.get("parity") or {}).get("verdict", "?")
                         progress.console.print(f"  export  {cell.label()}: "

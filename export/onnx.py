@@ -5,6 +5,10 @@ output for the attention models where the TorchScript exporter's file fails (TOO
 (external_data=False): these models are far below the 2 GB protobuf limit, so one file is simpler to ship.
 fp16 converts the fp32 graph with onnxruntime's float16 tool, keeping float32 inputs and outputs (keep_io_types) so
 callers feed the same arrays; onnxruntime's CPU provider runs it with casts where it lacks fp16 kernels.
+Execution mode: a manifest whose details say "session": {"execution_mode": "parallel"} (bench's mode "parallel": a
+copy of the manifest beside a link to the same file, bench/why_plan.py) loads with ORT_PARALLEL: `threads` inter-op
+threads run independent nodes at the same time, each node single-threaded; the default mode runs nodes one by one
+with `threads` intra-op threads.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from typing import Any
 from export.spec import Converted, Converter, FormatSpec, Job
 
 FORMAT = FormatSpec("onnx", ".onnx", (Converter("torch-dynamo", ("torch", "onnx", "onnxscript"), "onnx"),),
-                    "onnxruntime", ("onnxruntime",), "onnx", dynamic=True, rank=1)
+                    "onnxruntime", ("onnxruntime",), "onnx", dynamic=True, rank=1, modes=("parallel",))
 
 
 OPSET = 18
@@ -70,6 +74,11 @@ def load(file: Path, manifest: dict[str, Any], threads: int | None):
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
         opts.add_session_config_entry("session.intra_op.allow_spinning", "1")
+    if ((manifest.get("details") or {}).get("session") or {}).get("execution_mode") == "parallel":
+        # independent branches at the same time: `threads` inter-op threads, each node on one (no oversubscription)
+        opts.execution_mode = ort.ExecutionMode.ORT_PARALLEL
+        opts.inter_op_num_threads = threads or 1
+        opts.intra_op_num_threads = 1
     opts.log_severity_level = 3
     session = ort.InferenceSession(str(file), opts, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name

@@ -34,6 +34,7 @@ class FormatSpec:
     module: str  # export.<module> providing load(file, manifest, threads) and runs_here()
     dynamic: bool = False  # can its artifacts take a range of input sizes (--dynamic)?
     rank: int = 100  # where it is listed among the formats (help texts, `all`)
+    modes: tuple[str, ...] = ()  # runtime execution modes besides the default, set through the manifest's "session"
 
     @property
     def default_converter(self) -> str:

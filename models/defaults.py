@@ -24,3 +24,8 @@ COVERAGE_MODELS = ("mobileformer_26m", "mobileformer_52m", "mobileformer_294m", 
 
 # `python -m bench.profile`: where the time goes
 PROFILE_MODELS = SWEEP_MODELS
+
+# `make why` / `python -m bench why`: the subject and the baselines of the default sweep (bench why adds the subject's
+# ablations and the peak probe), at the small, middle and large end of the sweep (a fit needs two or more)
+WHY_MODELS = SWEEP_MODELS
+WHY_RESOLUTIONS = "128,224,512"

@@ -16,7 +16,10 @@ agree with the authors' implementation. Details that the paper does not state bu
 The variants are rows of one table (`VARIANTS`, in mobileformer_cfg.py); the blocks are shared. Ablation
 switches (the paper's ablation tables) are constructor arguments: ``tokens`` (number of global tokens),
 ``dyrelu`` (dynamic ReLU or plain ReLU) and ``bridge`` (False = the Mobile-only network: no tokens, Former or
-bridges, plain ReLU, a head on pooled features only).
+bridges, plain ReLU, a head on pooled features only). One what-if that is not in the paper: ``dyrelu_token="input"``
+takes each block's dynamic-ReLU coefficients from the first token *entering* the block instead of the one after its
+Former, so the Mobile sub-block no longer waits for Mobile->Former and the Former (same parameters and MAdds, a
+different, untrained model: its accuracy is unknown).
 
 Internally the tokens are laid out batch-first (B x M x d); the authors use M x B x d. The arithmetic is the same.
 Every tensor stays at rank <= 4 except the channel shuffle (rank 5, 26m only), which keeps converters happy.
@@ -30,7 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.mobileformer_cfg import VARIANTS, Block, MobileFormerCfg
+from models.errors import ToolkitError
+from models.mobileformer_cfg import DYRELU_TOKENS, VARIANTS, Block, MobileFormerCfg
 
 __all__ = ["Block", "MobileFormerCfg", "VARIANTS", "MobileFormer"]
 
@@ -184,8 +188,10 @@ class MobileFormerBlock(nn.Module):
     block is the Mobile sub-block alone; without ``dyrelu`` its activations are plain ReLUs.
     """
 
-    def __init__(self, c_in: int, blk: Block, dim: int, groups: int, *, dyrelu: bool, bridge: bool):
+    def __init__(self, c_in: int, blk: Block, dim: int, groups: int, *, dyrelu: bool, bridge: bool,
+                 dyrelu_token: str = "after"):
         super().__init__()
+        self.token_from_input = dyrelu_token == "input"
         self.down = blk.kind == "down"
         c_out, g = blk.c_out, groups
         self.dyrelu = dyrelu and bridge
@@ -221,8 +227,9 @@ class MobileFormerBlock(nn.Module):
     def forward(self, x: torch.Tensor, z: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         token = None
         if self.bridge:
+            z_in = z
             z = self.global_block(self.local_global(x, z))
-            token = z[:, 0]
+            token = (z_in if self.token_from_input else z)[:, 0]  # the authors': after this block's Former
         if self.down:
             out = self._act(self.conv1(x), self.hyper1, token)
             skip = self.conv2(out)
@@ -262,8 +269,12 @@ class MergeClassifier(nn.Module):
 # --------------------------------------------------------------------------------------------- the network
 class MobileFormer(nn.Module):
     def __init__(self, cfg: MobileFormerCfg, *, tokens: int | None = None, dyrelu: bool = True,
-                 bridge: bool = True, num_classes: int = 1000):
+                 bridge: bool = True, dyrelu_token: str = "after", num_classes: int = 1000):
         super().__init__()
+        if dyrelu_token not in DYRELU_TOKENS:
+            raise ToolkitError(f"dyrelu_token takes {' or '.join(DYRELU_TOKENS)}, not {dyrelu_token!r}")
+        if dyrelu_token != "after" and not (dyrelu and bridge):
+            raise ToolkitError("dyrelu_token=input needs dynamic ReLU and the bridges (dyrelu=true, bridge=true)")
         self.cfg = cfg
         self.bridge = bridge
         dim, g = cfg.dim, cfg.groups
@@ -276,7 +287,8 @@ class MobileFormer(nn.Module):
             if blk.kind == "lite":
                 blocks.append(LiteBlock(c, blk, g))
             else:
-                blocks.append(MobileFormerBlock(c, blk, dim, g, dyrelu=dyrelu, bridge=bridge))
+                blocks.append(MobileFormerBlock(c, blk, dim, g, dyrelu=dyrelu, bridge=bridge,
+                                                dyrelu_token=dyrelu_token))
             c = blk.c_out
         self.features = nn.ModuleList(blocks)
         self.local_global = Local2Global(c, dim) if bridge else None

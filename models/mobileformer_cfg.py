@@ -8,6 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# Where each block's dynamic ReLU takes its coefficients from (override dyrelu_token): "after" = the first token after
+# this block's Former (the authors' model: the Mobile work waits for Mobile->Former and the Former); "input" = the
+# first token entering the block (a what-if: no wait, same MAdds and parameters, accuracy unknown: never trained).
+DYRELU_TOKENS = ("after", "input")
+
 
 @dataclass(frozen=True)
 class Block:

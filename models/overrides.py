@@ -46,6 +46,10 @@ def check_overrides_for(s: ModelSpec, overrides: Mapping[str, Any]) -> dict[str,
             value = typ(value)
         except (TypeError, ValueError, OverflowError):
             raise ToolkitError(f"override {key} takes a {typ.__name__}, not {str(value)[:40]!r}") from None
+        if typ is str:
+            choices = s.override_choices.get(key, ())
+            if value not in choices:
+                raise ToolkitError(f"override {key} of {s.name} takes {' or '.join(choices)}, not {value[:40]!r}")
         if typ is int:
             lo, hi = s.override_bounds.get(key, DEFAULT_INT_BOUNDS)
             if not lo <= value <= hi:

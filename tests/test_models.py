@@ -29,6 +29,8 @@ PARAMS = {
     "mobilevit_xxs": 1_272_024, "mobilevit_xs": 2_317_848, "mobilevit_s": 5_578_632,
     # MODELS.md 7 (timm's tables)
     "mobilenetv4_conv_small": 3_774_024, "mobilenetv4_conv_medium": 9_715_512, "mobilenetv4_hybrid_medium": 11_074_648,
+    # the peak probe (models/family_roofline.py): 3 x 512 + 2 x 512 x 512 conv weights + a 512 -> 1000 Linear
+    "roofline_gemm512": 1_038_824,
 }
 # MODELS.md "core" MAdds (conv + linear + attention matmuls), millions: 224 for MF/MNv3, 256 for MobileViT
 CORE_MADDS = {
@@ -39,8 +41,10 @@ CORE_MADDS = {
     # our counter at the default resolution (224 for conv_small, 256 for the others): the paper's 0.2 / 1.0 / 1.2 G
     # are MACs of its own builds (9.2M and 10.5M parameters, against timm's 9.72M and 11.07M)
     "mobilenetv4_conv_small": 186.0, "mobilenetv4_conv_medium": 1080.2, "mobilenetv4_hybrid_medium": 1271.2,
+    "roofline_gemm512": 1212.0,  # 48 x 48 x (3 x 512 + 2 x 512 x 512) + 512 x 1000, at any resolution (cropped)
 }
-DEFAULT_RES = {"mobilevit_xxs": 256, "mobilevit_xs": 256, "mobilevit_s": 256, "mobilenetv4_conv_medium": 256,
+DEFAULT_RES = {"roofline_gemm512": 48,
+               "mobilevit_xxs": 256, "mobilevit_xs": 256, "mobilevit_s": 256, "mobilenetv4_conv_medium": 256,
                "mobilenetv4_hybrid_medium": 256}
 
 
@@ -245,12 +249,36 @@ def test_ablation_switches():
     assert 1.05 < base.madds / mob.madds < 1.20  # the paper: Former + bridges cost about +12 % MAdds
     with torch.no_grad():
         assert mobile(torch.randn(1, 3, 64, 64)).shape == (1, 1000)
-    with pytest.raises(ToolkitError, match="valid overrides: tokens, dyrelu, bridge"):
+    with pytest.raises(ToolkitError, match="valid overrides: tokens, dyrelu, bridge, dyrelu_token"):
         models.create("mobileformer_294m", heads=3)
     with pytest.raises(ToolkitError, match="no override"):
         models.create("mobilenetv3_large_100", tokens=3)
     with pytest.raises(ToolkitError, match="takes 1 to 64"):
         models.create("mobileformer_26m", tokens=0)
+
+
+def test_dyrelu_token_input_is_a_what_if_with_the_same_size():
+    """dyrelu_token=input (the feedback-path what-if of bench why): same parameters, MAdds and state-dict keys as the
+    authors' model, different outputs (the coefficients come from other tokens)."""
+    for res in (128, 224):
+        a = models.info("mobileformer_26m", res)
+        b = models.info("mobileformer_26m", res, dyrelu_token="input")
+        assert (a.params, a.madds) == (b.params, b.madds)
+    m1, m2 = models.seeded("mobileformer_26m"), models.seeded("mobileformer_26m", dyrelu_token="input")
+    assert list(m1.state_dict()) == list(m2.state_dict())
+    x = torch.randn(1, 3, 96, 96, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert (m1(x) - m2(x)).abs().max() > 1e-3
+    assert models.info("mobileformer_26m", 224, dyrelu_token="after").madds == a.madds
+    with pytest.raises(ToolkitError, match="takes after or input"):
+        models.create("mobileformer_26m", dyrelu_token="later")
+    with pytest.raises(ToolkitError, match="needs dynamic ReLU"):
+        models.create("mobileformer_26m", dyrelu_token="input", bridge=False)
+
+
+def test_the_peak_probe_does_the_same_work_at_every_resolution():
+    assert models.family_info("roofline").role == "probe"
+    assert {models.info("roofline_gemm512", r).madds for r in (48, 128, 512)} == {1_212_010_496}
 
 
 # --------------------------------------------------------------------------------------------- CLI
@@ -262,7 +290,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
 def test_cli_list_and_info():
     out = _cli("list")
     assert out.returncode == 0
-    assert len([line for line in out.stdout.splitlines() if line.startswith("mobile")]) == len(PARAMS)
+    assert len([line for line in out.stdout.splitlines() if line.startswith(("mobile", "roofline"))]) == len(PARAMS)
     assert "11,422,648" in out.stdout and "286.7M" in out.stdout
     info = _cli("info", "mobileformer_294m", "--res", "192x256", "--json")
     data = json.loads(info.stdout)

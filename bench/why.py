@@ -1,0 +1,397 @@
+"""Why the subject slows down on small images: the analysis behind the report section of `bench why`. Pure functions
+from a run's analysed rows (bench/analysis.py) and its stored profiles to components, fits, peaks and sentences.
+
+Difference method (every runtime, every device): for each Difference a family declares (models/spec.py Ablations),
+latency(with) - latency(without) of two override sets of one model, timed in the same interleaved group; per round
+the difference of the two cells' medians, summarised as the median of those with the distribution-free interval of
+a median (bench/stats.round_statistic: the way ratios get theirs). Its share of the full model's latency is taken
+per round the same way; its share of MAdds comes from the counter (the cells' stored MAdds). Per unit (tokens): the
+least-squares slope of latency over the unit's values, per round. Profile method: the stored per-component times
+of a profiled pass (onnxruntime, ExecuTorch ETDump), bench/why_store.py.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+import models
+from bench import fit as fitting
+from bench.analysis import Analysis
+from bench.stats import CellSamples, round_statistic
+from models.common import median
+
+PER_UNIT = "per_unit"  # the component name of the per-unit slope in why.csv is f"per_{unit}" ("per_token")
+AGREEMENT_BOUND = 0.10  # the profiled components of a cell must add up to its measured median within this
+
+
+@dataclass(frozen=True)
+class Component:
+    """One row of why.csv."""
+
+    model: str
+    runtime: str
+    height: int
+    width: int
+    component: str
+    method: str  # difference | profile
+    ms: float
+    ms_low: float | None
+    ms_high: float | None
+    share_latency: float | None
+    share_madds: float | None
+    share_low: float | None = None
+    share_high: float | None = None
+    madds: float | None = None  # the component's multiply-adds (counter), where known
+    tool: str = ""  # the profiler, for method = profile
+
+
+@dataclass
+class Why:
+    components: list[Component] = field(default_factory=list)
+    fits: list[dict[str, Any]] = field(default_factory=list)  # fit.csv rows (+ model role, points)
+    peaks: dict[str, float] = field(default_factory=dict)  # runtime -> GMAdd/s
+    efficiency: list[dict[str, Any]] = field(default_factory=list)  # per cell: achieved GMAdd/s, share of peak
+    feedback: list[dict[str, Any]] = field(default_factory=list)
+    modes: list[dict[str, Any]] = field(default_factory=list)  # parallel vs default execution mode, paired
+    agreement: list[dict[str, Any]] = field(default_factory=list)  # difference vs profile, per component
+    closure: list[dict[str, Any]] = field(default_factory=list)  # profiled sum vs measured median, per cell
+    profile_notes: dict[str, str] = field(default_factory=dict)  # format -> what its profiler can(not) resolve
+    variants: list[dict[str, Any]] = field(default_factory=list)  # ablation cells: model, runtime, res, ms, accuracy
+
+    @property
+    def empty(self) -> bool:
+        return not (self.components or self.fits or self.feedback)
+
+
+def _frozen(ov: dict[str, Any] | None) -> tuple:
+    return tuple(sorted((ov or {}).items()))
+
+
+def _cs(r: dict[str, Any]) -> CellSamples:
+    return CellSamples(r["samples_ms"], r.get("rounds"), r.get("session"))
+
+
+def _ablations(r: dict[str, Any]):
+    """The Ablations of a row's family (None for a family without any, or a model the registry no longer has)."""
+    if r["model"] not in models.list_models():
+        return None
+    return models.family_info(models.spec(r["model"]).family).ablations
+
+
+def _role(family: str, a: Analysis) -> str | None:
+    return a.roles.role.get(family)
+
+
+def _slope(xs: list[float], ys: tuple[float, ...]) -> float:
+    return float(np.polyfit(np.asarray(xs, dtype=np.float64), np.asarray(ys, dtype=np.float64), 1)[0])
+
+
+def analyse_why(a: Analysis, profiles: dict[str, dict[str, Any]] | None = None) -> Why:
+    """Everything the report section says, from the analysed run (and its profiles: cell key -> stored profile)."""
+    w = Why()
+    ok = [r for r in a.rows if r["status"] == "ok" and r.get("samples_ms")]
+    idx = {(r["runtime"], r["model"], _frozen(r["overrides"]), r["height"], r["width"]): r for r in ok}
+    _differences(a, ok, idx, w)
+    _peaks_and_fits(a, ok, w)
+    _feedback(a, ok, idx, w)
+    _profiles(a, ok, idx, profiles or {}, w)
+    return w
+
+
+def _differences(a: Analysis, ok: list[dict], idx: dict, w: Why) -> None:
+    for full in ok:
+        ab = _ablations(full)
+        if ab is None or full["overrides"]:
+            continue
+        rt, m, h, wd = full["runtime"], full["model"], full["height"], full["width"]
+        total_madds = full["madds"]
+
+        def cell(ov, key=(rt, m, h, wd)):
+            return idx.get((key[0], key[1], _frozen(ov), key[2], key[3]))
+
+        present = []
+        for d in ab.differences:
+            x, y = cell(dict(d.with_overrides)), cell(dict(d.without_overrides))
+            if x is None or y is None:
+                continue
+            ms = round_statistic([_cs(x), _cs(y)], lambda p, q: p - q)
+            share = round_statistic([_cs(x), _cs(y), _cs(full)], lambda p, q, f: (p - q) / f)
+            dm = (x["madds"] - y["madds"]) if x.get("madds") and y.get("madds") else None
+            w.components.append(Component(full["model_label"], rt, h, wd, d.component, "difference", ms.value,
+                                          ms.low, ms.high, share.value, dm / total_madds if dm else None,
+                                          share.low, share.high, dm))
+            present.append(d.component)
+        unit = ab.unit_override
+        if unit:
+            own = models.spec(m).override_defaults.get(unit)
+            pts = [(v, cell({unit: v})) for v in ab.unit_values] + [(own, full)]
+            pts = [(v, r) for v, r in pts if r is not None and v is not None]
+            if len({v for v, _ in pts}) >= 2:
+                xs = [float(v) for v, _ in pts]
+                ms = round_statistic([_cs(r) for _, r in pts], lambda *ys, xs=xs: _slope(xs, ys))
+                share = round_statistic([_cs(r) for _, r in pts] + [_cs(full)],
+                                        lambda *ys, xs=xs: _slope(xs, ys[:-1]) / ys[-1])
+                dm = _slope(xs, tuple(float(r["madds"]) for _, r in pts)) if all(r.get("madds") for _, r in pts) \
+                    else None
+                w.components.append(Component(full["model_label"], rt, h, wd, f"per_{unit.rstrip('s')}",
+                                              "difference", ms.value, ms.low, ms.high, share.value,
+                                              dm / total_madds if dm else None, share.low, share.high, dm))
+            for v, r in pts:
+                w.variants.append({"model": full["model_label"], "runtime": rt, "height": h, "width": wd,
+                                   "variant": f"{unit}={v}", "ms": r["median_ms"],
+                                   "accuracy": ab.unit_accuracy.get(int(v))})
+        for d in ab.differences:
+            r = cell(dict(d.without_overrides))
+            if r is not None:
+                w.variants.append({"model": full["model_label"], "runtime": rt, "height": h, "width": wd,
+                                   "variant": r["model_label"].partition(":")[2] or "full", "ms": r["median_ms"],
+                                   "accuracy": None})
+
+
+def _peaks_and_fits(a: Analysis, ok: list[dict], w: Why) -> None:
+    probes: dict[str, list[dict]] = defaultdict(list)
+    for r in ok:
+        if _role(r["family"], a) == "probe" and not r.get("mode"):
+            probes[r["runtime"]].append(r)
+    for rt, rs in probes.items():
+        w.peaks[rt] = fitting.peak_gmadds_per_s([r["madds"] for r in rs], [_cs(r) for r in rs])
+    for rt, by_model in a.series.items():
+        for label, rs in by_model.items():
+            if _role(rs[0]["family"], a) == "probe" or not all(r.get("madds") for r in rs):
+                continue
+            mode = rs[0].get("mode")
+            peak = w.peaks.get(rt.replace(f" {mode}", "", 1) if mode else rt)  # the probe runs in the default mode
+            for r in rs:
+                ach = fitting.achieved_gmadds_per_s(r["madds"], r["median_ms"])
+                w.efficiency.append({"model": label, "runtime": rt, "height": r["height"], "width": r["width"],
+                                     "gmadds_per_s": ach, "share_peak": ach / peak if peak else None,
+                                     "role": _role(r["family"], a), "overrides": bool(r["overrides"])})
+            if len({r["madds"] for r in rs}) < 2:
+                continue
+            f = fitting.fit_latency([r["madds"] / 1e9 for r in rs], [_cs(r) for r in rs])
+            w.fits.append({"model": label, "runtime": rt, "fixed_ms": f.fixed_ms, "fixed_low_ms": f.fixed_low_ms,
+                           "fixed_high_ms": f.fixed_high_ms, "ms_per_gmadd": f.ms_per_gmadd,
+                           "peak_gmadds_per_s": peak, "slope_low": f.slope_low, "slope_high": f.slope_high,
+                           "role": _role(rs[0]["family"], a), "overrides": bool(rs[0]["overrides"]),
+                           "points": [{"height": r["height"], "width": r["width"], "gmadds": r["madds"] / 1e9,
+                                       "ms": r["median_ms"], "fixed_share": f.fixed_ms / r["median_ms"]}
+                                      for r in rs]})
+
+
+def _feedback(a: Analysis, ok: list[dict], idx: dict, w: Why) -> None:
+    for full in ok:
+        ab = _ablations(full)
+        if ab is None or ab.what_if is None or full["overrides"]:
+            continue
+        key, value = ab.what_if
+        other = idx.get((full["runtime"], full["model"], _frozen({key: value}), full["height"], full["width"]))
+        if other is None:
+            continue
+        saved = round_statistic([_cs(full), _cs(other)], lambda p, q: p - q)
+        share = round_statistic([_cs(full), _cs(other)], lambda p, q: (p - q) / p)
+        w.feedback.append({"model": full["model_label"], "runtime": full["runtime"], "threads": full["threads"],
+                           "mode": full.get("mode") or "default", "format": full["format"],
+                           "height": full["height"], "width": full["width"], "full_ms": full["median_ms"],
+                           "what_if_ms": other["median_ms"], "saved": saved, "share": share})
+        if full.get("mode"):  # the same cells in the runtime's default mode, timed in the same group
+            for label, cell in (("as built", full), (f"{key}={value}", other)):
+                twin = next((r for r in ok if r["model"] == cell["model"] and r["overrides"] == cell["overrides"]
+                             and r["format"] == cell["format"] and r["threads"] == cell["threads"]
+                             and r["height"] == cell["height"] and r["width"] == cell["width"]
+                             and not r.get("mode") and r["precision"] == cell["precision"]), None)
+                if twin is not None:
+                    gain = round_statistic([_cs(twin), _cs(cell)], lambda p, q: (p - q) / p)
+                    w.modes.append({"model": cell["model_label"], "variant": label, "format": cell["format"],
+                                    "mode": cell["mode"], "threads": cell["threads"], "height": cell["height"],
+                                    "width": cell["width"], "default_ms": twin["median_ms"],
+                                    "mode_ms": cell["median_ms"], "gain": gain})
+
+
+def _profiles(a: Analysis, ok: list[dict], idx: dict, profiles: dict[str, dict], w: Why) -> None:
+    by_key = {r["cell_key"]: r for r in ok}
+    for key, p in profiles.items():
+        r = by_key.get(key)
+        if r is None:
+            continue
+        if p.get("note"):
+            w.profile_notes[r["format"]] = p["note"]
+        comps = p.get("components_ms") or {}
+        if not comps:
+            continue
+        madds = p.get("components_madds") or {}
+        for comp, ms in comps.items():
+            w.components.append(Component(r["model_label"], r["runtime"], r["height"], r["width"], comp, "profile",
+                                          ms, None, None, ms / r["median_ms"],
+                                          madds[comp] / r["madds"] if comp in madds and r.get("madds") else None,
+                                          madds=madds.get(comp), tool=p.get("tool", "")))
+        total = p.get("total_ms") or sum(comps.values())
+        w.closure.append({"model": r["model_label"], "runtime": r["runtime"], "height": r["height"],
+                          "width": r["width"], "profiled_ms": total, "median_ms": r["median_ms"],
+                          "tool": p.get("tool", ""), "ok": abs(total / r["median_ms"] - 1) <= AGREEMENT_BOUND})
+        ab = _ablations(r)
+        if ab is None:
+            continue
+        for d in ab.differences:
+            if _frozen(r["overrides"]) != _frozen(d.with_overrides) or not d.profile:
+                continue
+            base = r["model"]
+            diff = next((c for c in w.components if c.method == "difference" and c.component == d.component
+                         and c.runtime == r["runtime"] and c.height == r["height"] and c.width == r["width"]
+                         and c.model == models.model_label(base, {})), None)
+            prof = sum(comps.get(c, 0.0) for c in d.profile)
+            if diff is not None:
+                w.agreement.append({"model": diff.model, "runtime": r["runtime"], "height": r["height"],
+                                    "width": r["width"], "component": d.component, "difference_ms": diff.ms,
+                                    "difference_low": diff.ms_low, "difference_high": diff.ms_high,
+                                    "profile_ms": prof, "profile_parts": list(d.profile),
+                                    "inside": diff.ms_low <= prof <= diff.ms_high})
+
+
+# --------------------------------------------------------------------------------------------- sentences
+def _pct(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.0%}" if abs(v) >= 0.095 else f"{v:.1%}"
+
+
+def _ci(c: Component) -> str:
+    return f"{c.ms:.2f} ms (95% CI {c.ms_low:.2f}-{c.ms_high:.2f})"
+
+
+def component_sentences(w: Why) -> list[str]:
+    """Per model and runtime: what each component costs at the smallest and the largest resolution, against its
+    MAdds, with the paper's accuracy gain priced in milliseconds."""
+    out = []
+    diffs = [c for c in w.components if c.method == "difference"]
+    for (model, rt) in sorted({(c.model, c.runtime) for c in diffs}):
+        rows = sorted((c for c in diffs if c.model == model and c.runtime == rt), key=lambda c: c.height * c.width)
+        parts = []
+        for comp in dict.fromkeys(c.component for c in rows):
+            cs = [c for c in rows if c.component == comp]
+            lo, hi = cs[0], cs[-1]
+            acc = _accuracy(model, comp)
+            price = ""
+            if acc and lo.ms > 0:
+                price = f"; {lo.ms / acc:.2f} ms per top-1 point at {lo.height} ({acc:+.1f} points in the paper)"
+            span = (f"{_ci(lo)} = {_pct(lo.share_latency)} of the latency at {lo.height}x{lo.width}"
+                    + (f" and {_ci(hi)} = {_pct(hi.share_latency)} at {hi.height}x{hi.width}" if hi is not lo else ""))
+            parts.append(f"{_name(comp)}: {span}, against {_pct(lo.share_madds)} of the MAdds{price}")
+        out.append(f"On {rt}, {model}: " + "; ".join(parts) + ".")
+    return out
+
+
+def _accuracy(model: str, comp: str) -> float | None:
+    name = model.partition(":")[0]
+    ab = models.family_info(models.spec(name).family).ablations
+    if ab is None:
+        return None
+    d = next((d for d in ab.differences if d.component == comp), None)
+    return d.accuracy if d else None
+
+
+def _name(comp: str) -> str:
+    return {"dyrelu": "dynamic ReLU", "former_bridges": "Former + bridges"}.get(comp, comp.replace("_", " "))
+
+
+def fit_sentences(w: Why) -> list[str]:
+    out = []
+    for f in w.fits:
+        if f["overrides"] or f["role"] not in ("subject", "baseline"):
+            continue
+        pts = sorted(f["points"], key=lambda p: p["gmadds"])
+        lo, hi = pts[0], pts[-1]
+        eff = [e for e in w.efficiency if e["model"] == f["model"] and e["runtime"] == f["runtime"]]
+        eff = {(e["height"], e["width"]): e for e in eff}
+        el, eh = eff.get((lo["height"], lo["width"])), eff.get((hi["height"], hi["width"]))
+        peak = ""
+        if f["peak_gmadds_per_s"] and el and eh:
+            peak = (f"; it runs at {el['gmadds_per_s']:.1f} GMAdd/s = {_pct(el['share_peak'])} of the measured peak "
+                    f"({f['peak_gmadds_per_s']:.1f} GMAdd/s) at {lo['height']}x{lo['width']} and "
+                    f"{_pct(eh['share_peak'])} at {hi['height']}x{hi['width']}")
+            if f["ms_per_gmadd"] > 0:
+                marginal = 1 / f["ms_per_gmadd"] * 1e3
+                peak += (f"; each further MAdd runs at {marginal:.1f} GMAdd/s "
+                         f"({_pct(marginal / f['peak_gmadds_per_s'])} of the peak)")
+            else:
+                peak += "; in this run its latency did not grow with its MAdds (no marginal rate)"
+        out.append(f"On {f['runtime']}, {f['model']}: fixed cost {f['fixed_ms']:.2f} ms (95% CI "
+                   f"{f['fixed_low_ms']:.2f}-{f['fixed_high_ms']:.2f}) plus {f['ms_per_gmadd']:.2f} ms per GMAdd: "
+                   f"the fixed part is {_pct(lo['fixed_share'])} of the latency at {lo['height']}x{lo['width']} and "
+                   f"{_pct(hi['fixed_share'])} at {hi['height']}x{hi['width']}{peak}.")
+    return out
+
+
+def _series(items: list[dict[str, Any]], *fields: str) -> list[tuple[tuple, list[dict[str, Any]]]]:
+    """Items grouped by `fields`, each group ordered by pixel count (smallest resolution first)."""
+    groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    for it in items:
+        groups[tuple(it[f] for f in fields)].append(it)
+    return [(k, sorted(v, key=lambda it: it["height"] * it["width"])) for k, v in sorted(groups.items())]
+
+
+def component_efficiency(w: Why) -> list[dict[str, Any]]:
+    """Per difference component and cell: its MAdds over its time, against the runtime's peak."""
+    out = []
+    for c in w.components:
+        if c.method != "difference" or not c.madds or c.ms <= 0 or c.component.startswith("per_"):
+            continue
+        ach = fitting.achieved_gmadds_per_s(c.madds, c.ms)
+        peak = w.peaks.get(c.runtime)
+        out.append({"model": c.model, "runtime": c.runtime, "height": c.height, "width": c.width,
+                    "component": c.component, "gmadds": c.madds / 1e9, "ms": c.ms, "gmadds_per_s": ach,
+                    "share_peak": ach / peak if peak else None})
+    return out
+
+
+def component_fit_sentences(w: Why) -> list[str]:
+    """Why a component does not shrink with the image: its own fixed part (Theil-Sen of its ms over its MAdds)."""
+    out = []
+    for key, rows in _series(component_efficiency(w), "model", "runtime", "component"):
+        if len(rows) < 2 or len({e["gmadds"] for e in rows}) < 2:
+            continue
+        fixed, slope = fitting.theil_sen([e["gmadds"] for e in rows], [e["ms"] for e in rows])
+        lo, hi = rows[0], rows[-1]
+        out.append(f"On {key[1]}, {_name(key[2])} of {key[0]}: {lo['ms']:.2f} ms for {lo['gmadds'] * 1e3:.1f} M "
+                   f"MAdds at {lo['height']}x{lo['width']} ({_pct(lo['share_peak'])} of the peak) and "
+                   f"{hi['ms']:.2f} ms for {hi['gmadds'] * 1e3:.1f} M at {hi['height']}x{hi['width']} "
+                   f"({_pct(hi['share_peak'])}); {hi['gmadds'] / lo['gmadds']:.1f}x the MAdds cost "
+                   f"{hi['ms'] / lo['ms']:.1f}x the time, and {max(fixed, 0.0):.2f} ms of it does not scale with "
+                   f"the MAdds ({_pct(max(fixed, 0.0) / lo['ms'])} of it at {lo['height']}x{lo['width']}).")
+    return out
+
+
+def feedback_sentences(w: Why) -> list[str]:
+    out = []
+    for key, rows in _series(w.feedback, "model", "runtime"):
+        parts = [f"{f['saved'].value:+.2f} ms ({f['share'].value:+.1%}, 95% CI {f['share'].low:+.1%} to "
+                 f"{f['share'].high:+.1%}) at {f['height']}x{f['width']}" for f in rows]
+        t, mode = rows[0]["threads"], rows[0]["mode"]
+        out.append(f"On {key[1]} ({t} thread(s), {mode} execution mode), breaking the feedback path of {key[0]} "
+                   f"changes its latency by " + ", ".join(parts) + " (positive = the what-if is faster).")
+    for m in w.modes:
+        g = m["gain"]
+        out.append(f"{m['model']} ({m['variant']}) on {m['format']} with {m['threads']} thread(s) at "
+                   f"{m['height']}x{m['width']}: the {m['mode']} execution mode runs in {m['mode_ms']:.2f} ms against "
+                   f"{m['default_ms']:.2f} ms in the default mode ({g.value:+.1%}, 95% CI {g.low:+.1%} to "
+                   f"{g.high:+.1%}; positive = faster).")
+    return out
+
+
+def agreement_sentences(w: Why) -> list[str]:
+    out = []
+    if w.agreement:
+        inside = sum(x["inside"] for x in w.agreement)
+        dev = median(abs(x["profile_ms"] - x["difference_ms"]) / abs(x["difference_ms"]) for x in w.agreement
+                     if x["difference_ms"])
+        out.append(f"Difference vs profile on the host: {inside} of {len(w.agreement)} profiled component times lie "
+                   f"inside the difference method's 95% interval; they differ by {dev:.0%} in the median.")
+    if w.closure:
+        good = sum(c["ok"] for c in w.closure)
+        worst = max(w.closure, key=lambda c: abs(c["profiled_ms"] / c["median_ms"] - 1))
+        out.append(f"Profiled components add up to the cell's measured median within {AGREEMENT_BOUND:.0%} in "
+                   f"{good} of {len(w.closure)} profiled cells; the worst is {worst['model']} {worst['runtime']} "
+                   f"{worst['height']}x{worst['width']} ({worst['tool']}: {worst['profiled_ms']:.2f} ms profiled vs "
+                   f"{worst['median_ms']:.2f} ms timed).")
+    return out

@@ -1,0 +1,163 @@
+"""`python -m bench why`: the attribution sweep (the subject's ablations, its feedback-path what-if at one and two
+threads and in every execution mode a runtime declares, the baselines and the peak probe, all timed in interleaved
+rounds), then one profiled pass per cell where the runtime can profile, then the report with its section "Why the
+subject slows down on small images" (why.csv, fit.csv beside it). Decisions: docs/why.md."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any
+
+import models
+from bench import sweep, why_plan, why_store
+from models.errors import ToolkitError
+
+PROFILED = ("onnx", "executorch")  # formats whose runtime this toolkit profiles (LiteRT's Python API cannot)
+PROFILE_TIMEOUT = 600.0
+
+
+def expand_models(models_arg: str) -> str:
+    """The --models list with every subject's ablation override sets and the probes added."""
+    out: list[str] = []
+    for item in [t.strip() for t in models_arg.split(",") if t.strip()]:
+        name, ov = models.split_model_arg(item)
+        models.spec(name)
+        sets = why_plan.ablation_models(name) if not ov else [ov]
+        out += [models.model_label(name, o) for o in sets]
+    out += [n for n in models.list_models() if why_plan.role_of(n) == "probe"]
+    return ",".join(dict.fromkeys(out))
+
+
+def build_args(ns: argparse.Namespace, device: Any) -> sweep.SweepArgs:
+    from export import FORMATS
+
+    base = sorted({int(t) for t in str(ns.threads).split(",") if t.strip()} or {1})
+    top = getattr(device, "max_threads", lambda: 2)()
+    threads = sorted(set(base) | {t for t in (1, 2) if t <= top})
+    args = sweep.parse_args(device=ns.device, models_arg=expand_models(ns.models), formats=ns.formats, res=ns.res,
+                            iters=ns.iters, warmup=ns.warmup, threads=",".join(map(str, threads)),
+                            rounds=ns.rounds, max_rounds=ns.max_rounds or ns.rounds)
+    modes = sorted({""} | {m for f in args.formats for m in FORMATS[f].modes})
+    return dataclasses.replace(args, modes=tuple(modes), plan=why_plan.why_plan(tuple(base)))
+
+
+def profile_pass(store, run_id: str, device: Any, say) -> int:
+    """One profiled pass per cell of a profiling runtime (default mode, the ablation thread counts), after the
+    timing: stored in the `profiles` table; cells already profiled are skipped (a resumed run goes on)."""
+    from devices.subproc import Worker, WorkerError
+    from export.hostlock import timing_cores
+
+    if device.kind != "host":
+        say(f"profiles: device {device.name} is a {device.kind}; the profilers run on the host only")
+        return 0
+    run = store.run(run_id)
+    base = why_plan.plan_threads(run["args"].get("plan", ""))
+    done = {k for k, _ in why_store.profiled_keys(store, run_id)}
+    todo = [c for c in store.cells(run_id) if c["status"] == "ok" and c["format"] in PROFILED
+            and not c.get("mode") and c["threads"] in base and c["cell_key"] not in done
+            and why_plan.role_of(c["model"]) != "probe"]
+    n = 0
+    with timing_cores(f"profiles of run {run_id}", say=say):
+        for threads in sorted({c["threads"] for c in todo}):
+            env = {"OMP_NUM_THREADS": str(threads), "TOOLKIT_THREADS": str(threads), "TF_CPP_MIN_LOG_LEVEL": "2",
+                   "TOOLKIT_PIN": "1" if getattr(device, "pin", True) else "0",
+                   "TOOLKIT_CPUS": ",".join(map(str, getattr(device, "cpus", None) or []))}
+            worker = Worker("bench.why_worker", env=env, label="profile worker")
+            try:
+                for c in (c for c in todo if c["threads"] == threads):
+                    req = {"format": c["format"], "artifact": c["artifact"], "threads": threads, "model": c["model"],
+                           "overrides": c["overrides"], "resolution": [c["height"], c["width"]],
+                           "madds": c["format"] == "onnx"}
+                    try:
+                        reply = worker.call(req, PROFILE_TIMEOUT)
+                    except WorkerError as exc:
+                        say(f"  profile failed  {c['model']} {c['format']} {c['height']}: {exc}")
+                        worker = Worker("bench.why_worker", env=env, label="profile worker")
+                        continue
+                    if not reply.get("ok"):
+                        say(f"  profile failed  {c['model']} {c['format']} {c['height']}: {reply.get('error')}")
+                        continue
+                    p = reply["profile"]
+                    why_store.save_profile(store, run_id, c["cell_key"], p["tool"], p)
+                    say(f"  profiled  {models.model_label(c['model'], c['overrides'])} {c['format']} "
+                        f"{c['height']}x{c['width']} t{threads}: {p['total_ms']:.2f} ms ({p['tool']})")
+                    n += 1
+            finally:
+                worker.close()
+    return n
+
+
+def cmd_why(ns: argparse.Namespace, argv: list[str] | None) -> int:
+    import sys
+
+    import devices
+    from bench import report
+    from bench.store import Store
+
+    check(ns)
+    device = devices.get(ns.device, ns.profiles)
+    args = build_args(ns, device)
+    opts = sweep.Options(store=ns.store, reports=ns.reports, artifacts=ns.artifacts, new=ns.new, seed=ns.seed,
+                         timeout=ns.timeout, export_jobs=ns.export_jobs, report=False, wait=ns.wait,
+                         profiles=ns.profiles, argv=["python", "-m", "bench", *(argv if argv is not None
+                                                                                else sys.argv[1:])])
+    res = sweep.run(args, opts)
+    c = res.counts
+    print(f"run {res.run_id}: {c.get('ok', 0)} measured, {c.get('failed', 0)} failed, {c.get('not run', 0)} not run; "
+          f"{res.measured} measured now in {res.seconds:.0f} s")
+    for f in res.failures:
+        print(f"  failed: {f}")
+    if res.interrupted:
+        return 130
+    store = Store.open(ns.store)
+    try:
+        if not ns.no_profile:
+            profile_pass(store, res.run_id, device, print)
+        rendered = report.render_report(store, res.run_id, ns.reports)
+    finally:
+        store.close()
+    md = (rendered.path / "report.md").read_text()
+    section = md[md.find("## Why "):] if "## Why " in md else ""
+    for line in section.splitlines():
+        if line.startswith("- "):
+            print(line)
+    print(f"report: {rendered.path / 'report.md'} (section 'Why ...'; why.csv, fit.csv beside it)")
+    return 0
+
+
+def add_parser(sub, defaults_models: str, defaults_res: str, store_arg, reports_default, artifacts_default) -> None:
+    from models.common import MAX_SEED, bounded_int, finite_positive
+
+    w = sub.add_parser("why", help="why the subject slows down on small images: ablations, fixed cost, peak, "
+                                   "feedback path, profiles", description=__doc__)
+    w.add_argument("--device", default="host")
+    w.add_argument("--profiles", type=Path, metavar="FILE", help="your device profiles (TOML)")
+    w.add_argument("--models", default=defaults_models, help="comma list; each subject gets its ablations "
+                                                              "(default: %(default)s)")
+    w.add_argument("--formats", default="onnx,tflite,executorch", help="(default: %(default)s)")
+    w.add_argument("--res", default=defaults_res, help="comma list of N or HxW (default: %(default)s)")
+    w.add_argument("--iters", type=bounded_int("--iters", 2, 1_000_000), default=None,
+                   help="timed iterations per cell (default: 100 = 10 rounds x 10)")
+    w.add_argument("--rounds", type=bounded_int("--rounds", 1, 10_000), default=None)
+    w.add_argument("--max-rounds", type=bounded_int("--max-rounds", 1, 10_000), default=None,
+                   help="extra rounds for wide groups up to this many (default: none beyond --rounds)")
+    w.add_argument("--warmup", type=bounded_int("--warmup", 0, 1_000_000), default=10)
+    w.add_argument("--threads", default="1", help="threads of the ablation cells; the feedback-path experiment "
+                                                  "adds 1 and 2 (default: %(default)s)")
+    w.add_argument("--timeout", type=finite_positive("--timeout"), default=300.0)
+    w.add_argument("--export-jobs", type=bounded_int("--export-jobs", 1, 64), default=min(2, os.cpu_count() or 1))
+    w.add_argument("--new", action="store_true")
+    w.add_argument("--seed", type=bounded_int("--seed", 0, MAX_SEED))
+    w.add_argument("--wait", action="store_true")
+    w.add_argument("--no-profile", action="store_true", help="skip the profiled passes")
+    store_arg(w)
+    w.add_argument("--reports", type=Path, default=reports_default)
+    w.add_argument("--artifacts", type=Path, default=artifacts_default)
+
+
+def check(ns: argparse.Namespace) -> None:
+    if ns.iters is not None and ns.rounds is not None and ns.iters % ns.rounds:
+        raise ToolkitError(f"--iters {ns.iters} is not a multiple of --rounds {ns.rounds}")

@@ -1,0 +1,205 @@
+"""bench why on synthetic rows (no sweep, no device): the difference method and its intervals, the per-unit slope,
+the fixed-cost fit, the peak, the feedback path, the sentences, the CSV files and the plan of the why sweep.
+
+Rounds carry a common drift factor (every cell of a round met the same machine), so a paired statistic cancels it
+and can be asserted exactly; the real small `make why` is the `bench`-marked test at the end."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench import analysis, fit, why, why_plan, why_report
+from bench.stats import CellSamples, round_statistic
+
+ROOT = Path(__file__).resolve().parent.parent
+DRIFT = [0.9, 1.0, 1.1, 1.0, 1.0, 1.2, 0.95, 1.0]  # median 1.0
+RUN = {"run_id": "w1", "device": "host", "created": "2026-01-01T00:00:00", "finished": None, "cells_total": 0,
+       "environment": {}, "args": {"threads": [1], "iterations": 40, "warmup": 2, "plan": "why:1"}}
+M = "mobileformer_294m"
+
+
+def row(model, family, res, ms, *, overrides=None, madds=None, fmt="onnx", threads=1, mode=None, session="s",
+        per_round=5):
+    samples, rounds = [], []
+    for k, d in enumerate(DRIFT):
+        samples += [ms * d] * per_round
+        rounds += [k] * per_round
+    key = f"{model}|{overrides}|{fmt}|{res}|{threads}|{mode}"
+    return {"run_id": "w1", "cell_key": key, "model": model, "family": family, "overrides": overrides or {},
+            "format": fmt, "converter": "torch-dynamo" if fmt == "onnx" else "xnnpack", "precision": "fp32",
+            "device": "host", "threads": threads, "mode": mode, "height": res, "width": res, "status": "ok",
+            "samples_ms": samples, "rounds": rounds, "session": f"{session}-{res}-{threads}", "median_ms": ms,
+            "mean_ms": ms, "p10_ms": ms, "p90_ms": ms, "cv": 0.0, "cpu_median_ms": None, "unstable": 0,
+            "madds": madds, "round_cv": 0.1, "n_rounds": len(DRIFT), "stage": None, "error": None,
+            "overhead_us": None, "switch_warmup": 2, "runtime_versions": {"onnxruntime": "1.31.1"}}
+
+
+def ablation_rows(res=128, scale=1.0, threads=1):
+    mf = "mobileformer"
+    g = (res / 128) ** 2
+    return [row(M, mf, res, 20.0 * scale, madds=int(100e6 * g + 20e6), threads=threads),
+            row(M, mf, res, 17.0 * scale, overrides={"dyrelu": False}, madds=int(99e6 * g + 20e6), threads=threads),
+            row(M, mf, res, 11.0 * scale, overrides={"bridge": False}, madds=int(90e6 * g), threads=threads),
+            row(M, mf, res, 15.0 * scale, overrides={"tokens": 1}, madds=int(100e6 * g + 5e6), threads=threads),
+            row(M, mf, res, 17.0 * scale, overrides={"tokens": 3}, madds=int(100e6 * g + 11e6), threads=threads)]
+
+
+def test_round_statistic_pairs_rounds_and_cancels_drift():
+    a, b = CellSamples([10 * d for d in DRIFT], list(range(8)), "s"), CellSamples([6 * d for d in DRIFT],
+                                                                                   list(range(8)), "s")
+    share = round_statistic([a, b], lambda p, q: (p - q) / p)
+    assert share.method == "rounds" and share.n_rounds == 8
+    assert share.value == pytest.approx(0.4) and share.low == pytest.approx(0.4) and share.high == pytest.approx(0.4)
+    diff = round_statistic([a, b], lambda p, q: p - q)
+    assert diff.value == pytest.approx(4.0) and diff.low < 4.0 < diff.high  # the drift widens a difference in ms
+    unpaired = round_statistic([a, CellSamples(b.samples, b.rounds, "other")], lambda p, q: p - q)
+    assert unpaired.method == "unpaired" and unpaired.low <= 4.0 <= unpaired.high
+
+
+def test_decomposition_by_difference():
+    a = analysis.analyse(RUN, ablation_rows(128) + ablation_rows(256, scale=2.0))
+    w = why.analyse_why(a)
+    comp = {(c.component, c.height): c for c in w.components if c.method == "difference"}
+    assert comp[("dyrelu", 128)].ms == pytest.approx(3.0)
+    assert comp[("dyrelu", 128)].share_latency == pytest.approx(0.15)
+    assert comp[("dyrelu", 128)].share_madds == pytest.approx(1e6 / 120e6)
+    assert comp[("former_bridges", 128)].ms == pytest.approx(6.0)
+    assert comp[("former_bridges", 256)].ms == pytest.approx(12.0)
+    assert comp[("former_bridges", 128)].share_madds == pytest.approx((119e6 - 90e6) / 120e6)
+    # tokens 1, 3 and the model's own 6: 15, 17, 20 ms -> least-squares slope
+    slope = float(np.polyfit([1, 3, 6], [15, 17, 20], 1)[0])
+    assert comp[("per_token", 128)].ms == pytest.approx(slope)
+    assert comp[("per_token", 128)].share_latency == pytest.approx(slope / 20)
+    lines = why.component_sentences(w)
+    assert lines[0].startswith("On onnx, mobileformer_294m: dynamic ReLU: 3.00 ms (95% CI ")
+    assert "= 15% of the latency at 128x128" in lines[0] and "3.00 ms per top-1 point at 128" in lines[0]
+    assert "Former + bridges: 6.00 ms" in lines[0] and "2.31 ms per top-1 point" in lines[0]
+
+
+def test_fit_recovers_a_line_with_intervals_and_ignores_an_outlier():
+    g = [0.1, 0.2, 0.4, 0.8]
+    cells = [CellSamples([(2 + 5 * x) * d for d in DRIFT], list(range(8))) for x in g]
+    f = fit.fit_latency(g, cells)
+    assert f.fixed_ms == pytest.approx(2.0) and f.ms_per_gmadd == pytest.approx(5.0)
+    assert f.fixed_low_ms <= 2.0 <= f.fixed_high_ms and f.slope_low <= 5.0 <= f.slope_high
+    assert f.fixed_high_ms > f.fixed_low_ms  # the drift gives the bootstrap something to resample
+    b, s = fit.theil_sen([1, 2, 3, 4, 5], [3, 5, 7, 9, 100])
+    assert (b, s) == pytest.approx((1.0, 2.0))
+    with pytest.raises(ValueError):
+        fit.fit_latency([0.1, 0.1], cells[:2])
+
+
+def test_peak_is_the_best_round_of_the_probe():
+    c = CellSamples([30.0] * 5 + [40.0] * 5, [0] * 5 + [1] * 5)
+    assert fit.peak_gmadds_per_s([1_200_000_000], [c]) == pytest.approx(40.0)
+
+
+def test_fit_peak_and_feedback_sentences():
+    mf, probe = "mobileformer", ("roofline_gemm512", "roofline")
+    rows = ablation_rows(128) + ablation_rows(256, scale=2.0)
+    rows += [row(probe[0], probe[1], r, 30.0, madds=1_200_000_000) for r in (128, 256)]
+    for res, ms in ((128, 20.0), (256, 40.0)):
+        rows += [row(M, mf, res, ms * 0.9, overrides={"dyrelu_token": "input"}, madds=None)]
+    a = analysis.analyse(RUN, rows)
+    w = why.analyse_why(a)
+    assert w.peaks["onnx"] == pytest.approx(40.0 / 0.9)  # best round: drift 0.9
+    full_fit = next(f for f in w.fits if f["model"] == M)
+    # 20 ms at 0.12 G and 40 ms at 0.42 G: slope 66.67 ms/G, fixed 12 ms
+    assert full_fit["ms_per_gmadd"] == pytest.approx(20 / 0.3) and full_fit["fixed_ms"] == pytest.approx(12.0)
+    text = why.fit_sentences(w)
+    assert text[0].startswith("On onnx, mobileformer_294m: fixed cost 12.00 ms (95% CI ")
+    assert "the fixed part is 60% of the latency at 128x128 and 30% at 256x256" in text[0]
+    assert "6.0 GMAdd/s = 14% of the measured peak (44.4 GMAdd/s)" in text[0]
+    fb = why.feedback_sentences(w)
+    assert fb[0].startswith("On onnx (1 thread(s), default execution mode), breaking the feedback path of "
+                            "mobileformer_294m changes its latency by +2.00 ms (+10.0%, 95% CI +10.0% to +10.0%)")
+
+
+def test_csv_files_have_the_issue_columns(tmp_path):
+    a = analysis.analyse(RUN, ablation_rows(128) + ablation_rows(256, scale=2.0))
+    md = why_report.write(a, {}, tmp_path)
+    assert md.startswith("## Why Mobile-Former slows down on small images")
+    with open(tmp_path / "why.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == list(why_report.WHY_COLUMNS)
+    assert {r["component"] for r in rows} == {"dyrelu", "former_bridges", "per_token"}
+    assert {r["method"] for r in rows} == {"difference"}
+    with open(tmp_path / "fit.csv") as f:
+        assert next(csv.reader(f)) == list(why_report.FIT_COLUMNS)
+    assert (tmp_path / "why_components.png").exists()
+    assert why_report.write(analysis.analyse(RUN, []), {}, tmp_path) == ""
+
+
+def test_profile_rows_and_their_checks():
+    rows = ablation_rows(128)
+    profiles = {rows[1]["cell_key"]: {"tool": "onnxruntime profiler", "total_ms": 16.5,
+                                      "components_ms": {"Former": 3.0, "bridge Mobile->Former": 2.0,
+                                                        "bridge Mobile<-Former": 1.5, "conv": 10.0}}}
+    w = why.analyse_why(analysis.analyse(RUN, rows), profiles)
+    prof = [c for c in w.components if c.method == "profile"]
+    assert {c.component for c in prof} == {"Former", "bridge Mobile->Former", "bridge Mobile<-Former", "conv"}
+    assert w.closure[0]["ok"]  # 16.5 ms profiled vs 17.0 ms timed: within 10 %
+    (ag,) = w.agreement
+    assert ag["component"] == "former_bridges" and ag["profile_ms"] == pytest.approx(6.5)
+    assert ag["difference_ms"] == pytest.approx(6.0)
+    text = why.agreement_sentences(w)
+    assert text[0].startswith("Difference vs profile on the host: ")
+    assert "within 10% in 1 of 1 profiled cells" in text[1]
+
+
+def test_the_why_plan():
+    assert why_plan.ablation_models(M) == [{}, {"dyrelu": False}, {"bridge": False}, {"tokens": 1},
+                                           {"tokens": 3}, {"dyrelu_token": "input"}]
+    assert why_plan.ablation_models("mobilenetv3_large_100") == [{}]
+    from bench import sweep, why_run
+
+    labels = why_run.expand_models(f"{M},mobilenetv3_large_100").split(",")
+    assert labels[0] == M and "roofline_gemm512" in labels and f"{M}:dyrelu_token=input" in labels
+    args = sweep.parse_args(device="host", models_arg=",".join(labels), formats="onnx,tflite", res="128",
+                            threads="1,2")
+    import dataclasses
+
+    args = dataclasses.replace(args, modes=("", "parallel"), plan=why_plan.why_plan((1,)))
+    cells = args.cells()
+    t2 = {(c.model_label, c.format, c.mode) for c in cells if c.threads == 2}
+    assert t2 == {(lbl, f, m) for lbl in (M, f"{M}:dyrelu_token=input") for f, m in
+                  (("onnx", ""), ("onnx", "parallel"), ("tflite", ""))} | {("roofline_gemm512", f, "")
+                                                                           for f in ("onnx", "tflite")}
+    assert not any(c.mode and c.format != "onnx" for c in cells)
+    assert len([c for c in cells if c.threads == 1 and not c.mode]) == len(labels) * 2
+    plain = dataclasses.replace(args, modes=("",), plan="")
+    assert "modes" not in plain.canonical() and "plan" not in plain.canonical()
+    assert '"mode"' not in plain.cells()[0].key  # keys of default-mode cells are those of earlier runs
+
+
+def test_why_cli_errors_are_one_line():
+    out = subprocess.run([sys.executable, "-m", "bench", "why", "--models", "nosuchmodel", "--store",
+                          "/nonexistent/x.sqlite"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0 and "Traceback" not in out.stderr
+    assert "nosuchmodel" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.bench
+def test_a_small_real_make_why(tmp_path):
+    """One small real `bench why` on the smallest variant (ONNX only, two small resolutions, few rounds)."""
+    cmd = [sys.executable, "-m", "bench", "why", "--models", "mobileformer_26m", "--formats", "onnx", "--res",
+           "64,96", "--iters", "20", "--rounds", "4", "--warmup", "2", "--store", str(tmp_path / "r.sqlite"),
+           "--reports", str(tmp_path / "reports"), "--artifacts", str(tmp_path / "artifacts")]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    report = next((tmp_path / "reports").glob("host-*"))
+    md = (report / "report.md").read_text()
+    assert "## Why Mobile-Former slows down on small images" in md and "### The DyReLU feedback path" in md
+    with open(report / "why.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert {"dyrelu", "former_bridges", "per_token"} <= {r["component"] for r in rows}
+    assert any(r["method"] == "profile" for r in rows)
+    with open(report / "fit.csv") as f:
+        fits = list(csv.DictReader(f))
+    assert fits and all(float(r["peak_gmadds_per_s"]) > 0 for r in fits)
