@@ -46,7 +46,7 @@ def _discover_kinds() -> None:
             KINDS.register(kind.name, kind)
 
 
-_NOT_KINDS = {"base", "worker", "subproc"}  # the host's measuring process and its pipe protocol
+_NOT_KINDS = {"base", "worker", "subproc", "native"}  # the host's measuring process, its pipe protocol, et-bench
 
 
 def _read_profiles(path: Path) -> dict[str, dict[str, Any]]:
