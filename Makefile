@@ -27,7 +27,7 @@ USER_VARS  := TARGET MODEL PRECISION MODELS FORMATS ITERS ROUNDS WARMUP THREADS 
 $(foreach v,$(USER_VARS),$(eval override $(v) := $$(value $(v))))
 export PYTHON VENV_CACHE VENV_DIR $(USER_VARS)
 
-.PHONY: help setup export bench why report test test-fast lint models clean
+.PHONY: help setup export bench why report test test-fast lint models native clean
 help:
 	@echo "make bench    set up, export the default models and benchmark them on this machine, write the report"
 	@echo "make test     set up, then run the whole test suite"
@@ -36,6 +36,7 @@ help:
 	@echo "make why      why Mobile-Former slows down on small images: ablations, fixed cost, peak, feedback path"
 	@echo "make report   re-render the latest report from results/results.sqlite"
 	@echo "make models   the model table"
+	@echo "make native   build the native ExecuTorch runner (et-bench; cmake and a C++ compiler; cached)"
 	@echo "make setup    only build .venv from $(LOCK) (cached by its hash in $(VENV_CACHE))"
 
 setup:
@@ -67,6 +68,9 @@ why: setup
 	  $${MODELS:+--models "$$MODELS"} $${FORMATS:+--formats "$$FORMATS"} $${RES:+--res "$$RES"} \
 	  $${ITERS:+--iters "$$ITERS"} $${ROUNDS:+--rounds "$$ROUNDS"} $${WARMUP:+--warmup "$$WARMUP"} \
 	  $${THREADS:+--threads "$$THREADS"}
+
+native: setup
+	$(PY) -m devices.native build
 
 report: setup
 	$(PY) -m bench report

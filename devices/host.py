@@ -9,6 +9,11 @@ tail of its stderr; either way the next cell gets a fresh worker.
 Pinning: the worker pins itself to `threads` cores with os.sched_setaffinity before any runtime creates its
 threads (which inherit the mask). It takes the *last* cores of the allowed set, since core 0 usually takes more
 interrupts; a profile can name the cores (`cpus = [2, 3]`) or switch pinning off (`pin = false`).
+
+Runner: `runner = "native"` times the .pte members of a group through the native ExecuTorch program (et-bench,
+devices/native) instead of executorch.runtime: the worker runs it once per member at load time and once per chunk of
+the round protocol, as a child that inherits its pinning. Other formats stay in the worker. `native_runner = PATH`
+names the binary; by default it is the `make native` build, which must exist (one line says to build it).
 """
 
 from __future__ import annotations
@@ -40,6 +45,8 @@ class HostProfile:
     description: str = ""
     pin: bool = True
     cpus: tuple[int, ...] | None = None
+    runner: str = "python"  # how .pte members are timed: executorch.runtime, or "native" (et-bench)
+    native_runner: str | None = None  # the et-bench binary (default: the `make native` build)
 
     @classmethod
     def parse(cls, prof: dict[str, Any], where: str) -> HostProfile:
@@ -48,7 +55,8 @@ class HostProfile:
             if key not in valid:
                 raise ToolkitError(f"{where}: unknown key {key!r}; valid keys: {', '.join(valid)}")
         for key, typ, what in (("kind", str, "a string"), ("description", str, "a string"),
-                               ("pin", bool, "true or false")):
+                               ("pin", bool, "true or false"), ("runner", str, "a string"),
+                               ("native_runner", str, "a path (a string)")):
             if key in prof and not isinstance(prof[key], typ):
                 raise ToolkitError(f"{where}: {key} must be {what}, not {prof[key]!r}")
         cpus = prof.get("cpus")
@@ -66,8 +74,16 @@ class HostProfile:
             if prof.get("pin") is False:
                 raise ToolkitError(f"{where}: cpus names cores to pin to, but pin = false")
             cpus = tuple(cpus)
+        runner = prof.get("runner", "python")
+        if runner not in RUNNERS:
+            raise ToolkitError(f"{where}: runner must be one of {', '.join(RUNNERS)}, not {runner!r}")
+        if "native_runner" in prof and runner != "native":
+            raise ToolkitError(f"{where}: native_runner is set but runner is {runner!r}, not \"native\"")
         return cls(kind=prof.get("kind", "host"), description=prof.get("description", ""),
-                   pin=prof.get("pin", True), cpus=cpus)
+                   pin=prof.get("pin", True), cpus=cpus, runner=runner, native_runner=prof.get("native_runner"))
+
+
+RUNNERS = ("python", "native")
 
 
 class HostDevice:
@@ -81,6 +97,11 @@ class HostDevice:
         self.cpus = list(profile.cpus) if profile.cpus else None
         self._worker: Worker | None = None
         self._threads: int | None = None
+        self.native_binary: Path | None = None
+        if profile.runner == "native":  # before any export or timing: a missing build is one line at once
+            from devices.native import find_binary
+
+            self.native_binary = find_binary(profile.native_runner)
 
     def max_threads(self) -> int:
         """The most threads a cell can honestly use: the cores it is pinned to choose from, or all allowed."""
@@ -114,6 +135,8 @@ class HostDevice:
             "runtimes": {f: {"runtime": s.runtime, **{p: package_version(p) for p in s.runtime_packages}}
                          for f, s in FORMATS.items()},
             "numpy": package_version("numpy"),
+            "runner": self.profile.runner,
+            **({"native_runner": str(self.native_binary)} if self.native_binary else {}),
         }
 
     def check(self) -> tuple[list[str], list[str]]:
@@ -163,13 +186,37 @@ class HostDevice:
                   units: str | None = None) -> list[Measurement | MeasureError]:
         """Time a group in interleaved rounds, every member loaded in one worker (devices/worker.py). `timeout` is
         the whole group's: past it the worker is killed and MeasureError("timeout") raised."""
+        return self.measure(artifacts, self.runners(artifacts), rounds=rounds, per_round=per_round, warmup=warmup,
+                            switch_warmup=switch_warmup, threads=threads, timeout=timeout, seed=seed,
+                            first_round=first_round, units=units)
+
+    def runners(self, artifacts: list[Any]) -> list[str]:
+        """How each member is timed: "native" for ExecuTorch members when the profile says runner = "native"."""
+        if self.native_binary is None:
+            return ["python"] * len(artifacts)
+        return ["native" if _format_of(a) == "executorch" else "python" for a in artifacts]
+
+    def measure(self, artifacts: list[Any], runners: list[str], *, rounds: int, per_round: int, warmup: int,
+                switch_warmup: int, threads: int, timeout: float, seed: int, first_round: int = 0,
+                units: str | None = None) -> list[Measurement | MeasureError]:
+        """run_group with each member's runner given ("python" or "native"): a group may hold the same .pte twice,
+        once per runner (`python -m devices.native compare`)."""
+        if len(runners) != len(artifacts) or not set(runners) <= set(RUNNERS):
+            raise ToolkitError(f"one runner ({', '.join(RUNNERS)}) per artifact expected, not {runners!r}")
         if rounds < 1 or per_round < 1 or rounds * per_round < 2:
             raise ToolkitError(f"a cell needs at least 2 timed iterations (rounds {rounds} x per round {per_round})")
         self.check_threads(threads)
         request = {"op": "measure_group", "artifacts": [str(Path(getattr(a, "dir", a))) for a in artifacts],
                    "rounds": int(rounds), "per_round": int(per_round), "warmup": int(warmup),
                    "switch_warmup": int(switch_warmup), "threads": int(threads), "seed": int(seed),
-                   "first_round": int(first_round), "units": units}
+                   "first_round": int(first_round), "runners": list(runners), "timeout": float(timeout),
+                   "units": units}
+        if "native" in runners:
+            if self.native_binary is None:
+                from devices.native import find_binary
+
+                self.native_binary = find_binary(self.profile.native_runner)
+            request["native_runner"] = str(self.native_binary)
         try:
             reply = self._worker_for(threads).call(request, timeout)
         except WorkerError as exc:
@@ -210,6 +257,16 @@ class HostDevice:
 
 
 KIND = Kind("host", HostProfile, HostDevice)
+
+
+def _format_of(artifact: Any) -> str | None:
+    """The artifact's format from its manifest (None when it has none that reads: the worker reports that)."""
+    import export
+
+    try:
+        return export.resolve(artifact, verify=False).manifest.get("format")
+    except ToolkitError:
+        return None
 
 
 def cpu_model() -> str:

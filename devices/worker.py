@@ -13,6 +13,12 @@ CPU time per iteration (time.process_time_ns, read outside the wall-clock window
 one thread it is what the inference costs when nothing else wants the core; wall time above it is time the
 process sat preempted by a neighbour, so on a shared machine it tells contention from the model's own spread.
 
+Native members (a host profile with runner = "native", devices/native): a .pte member is timed by the et-bench
+program instead, one child process per call: once at load time (`warmup` untimed runs: load_ms, first_ms) and once
+per chunk (`--warmup switch_warmup --iters per_round`; each call loads the program again and runs it once untimed
+before its warm-up). Its samples are the program's own steady-clock and process-CPU times; its peak memory is the
+child's (the largest over its calls), its harness overhead the program's clock-read cost.
+
 Peak memory: Linux lets a process reset its peak RSS (write "5" to /proc/self/clear_refs). The worker resets it
 before loading each member and reads VmHWM after the member's first runs, so a member's figure is what a worker
 holding only that model would peak at: the worker's own resident memory before any member was loaded (~100 MB of
@@ -118,8 +124,11 @@ def make_input(manifest: dict[str, Any]):
 class _Member:
     """One artifact of a group, loaded in this worker: its runtime session, input and figures so far."""
 
-    def __init__(self, artifact: str):
+    def __init__(self, artifact: str, runner: str = "python"):
         self.artifact = artifact
+        self.runner = runner
+        self.native: Any = None  # devices.native.NativeProgram of a native member
+        self.overhead_us: float | None = None  # a native member's own harness cost
         self.fn: Callable[[Any], Any] | None = None
         self.x: Any = None
         self.runtime, self.versions = "", {}
@@ -160,6 +169,9 @@ def _load_member(m: _Member, threads: int, warmup: int, base_rss_mb: float | Non
     except Exception as exc:  # noqa: BLE001 - reported as the member's error
         m.error = ("load", one_line(exc))
         return
+    if m.runner == "native":
+        _load_native(m, art, threads, warmup)
+        return
     gc.collect()
     before = _rss_mb() if base_rss_mb is not None and _reset_peak_rss() else None
     try:
@@ -183,9 +195,44 @@ def _load_member(m: _Member, threads: int, warmup: int, base_rss_mb: float | Non
         m.peak_mb = round(base_rss_mb + max(0.0, peak - before), 1)
 
 
+def _load_native(m: _Member, art: Any, threads: int, warmup: int) -> None:
+    """A native member: et-bench loads it, runs it once and `warmup` more times (load_ms, first_ms, peak memory)."""
+    from devices.native import RUNTIME, NativeProgram
+
+    try:
+        m.native = NativeProgram(_NATIVE["binary"], art.file, m.x, threads=threads, timeout=_NATIVE["timeout"])
+        r = m.native.call(warmup, 0)
+    except Exception as exc:  # noqa: BLE001 - a MeasureError names its stage
+        m.error = (getattr(exc, "stage", "load"), one_line(exc))
+        return
+    m.load_ns, m.first_ns = int(r.load_ms * 1e6), int(r.first_ms * 1e6)
+    m.overhead_us = r.overhead_us
+    m.runtime, m.versions = RUNTIME, m.native.versions()
+    m.fn = m.native.call  # marks the member as loaded; its chunks run through _chunk
+
+
+_NATIVE: dict[str, Any] = {"binary": None, "timeout": 300.0}  # from the request: the et-bench path, its deadline
+
+
+def _chunk(m: _Member, per_round: int, switch_warmup: int) -> tuple[list[int], list[int]]:
+    """One chunk of a member: `switch_warmup` untimed and `per_round` timed iterations (ns: wall, CPU)."""
+    if m.native is not None:
+        r = m.native.call(switch_warmup, per_round)
+        return [round(s * 1e6) for s in r.samples_ms], [round(s * 1e6) for s in r.cpu_samples_ms]
+    for _ in range(switch_warmup):
+        m.fn(m.x)
+    own = getattr(m.fn, "samples", None)  # Core ML's own predict timer (devices/apple.py), read per iteration
+    if own is not None:
+        own.clear()
+    wall, used = timed_loop(m.fn, m.x, per_round)
+    if own is not None:
+        m.runtime_samples += own
+    return wall, used
+
+
 def measure_group(artifacts: list[str], *, rounds: int, per_round: int, warmup: int, switch_warmup: int,
                   threads: int, cpus: list[int] | None, seed: int, first_round: int = 0,
-                  units: str | None = None) -> dict[str, Any]:
+                  runners: list[str] | None = None, units: str | None = None) -> dict[str, Any]:
     """Time a group of artifacts in interleaved rounds (devices/rounds.py): all loaded at once, `warmup` untimed
     runs each after loading, then for every round, in that round's order, `switch_warmup` untimed and `per_round`
     timed iterations of each member. A member that fails is reported as failed; the others go on."""
@@ -193,7 +240,7 @@ def measure_group(artifacts: list[str], *, rounds: int, per_round: int, warmup: 
 
     base_rss = _rss_mb() if _reset_peak_rss() else None
     loadavg = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-    members = [_Member(a) for a in artifacts]
+    members = [_Member(a, r) for a, r in zip(artifacts, runners or ["python"] * len(artifacts))]
     for m in members:
         _load_member(m, threads, warmup, base_rss, units)
     the_plan = plan(len(members), rounds, per_round, switch_warmup, seed, first_round)
@@ -205,16 +252,9 @@ def measure_group(artifacts: list[str], *, rounds: int, per_round: int, warmup: 
             if m.fn is None:
                 continue
             try:
-                for _ in range(switch_warmup):
-                    m.fn(m.x)
-                own = getattr(m.fn, "samples", None)
-                if own is not None:
-                    own.clear()
-                wall, used = timed_loop(m.fn, m.x, per_round)
-                if own is not None:
-                    m.runtime_samples += own
+                wall, used = _chunk(m, per_round, switch_warmup)
             except Exception as exc:  # noqa: BLE001 - this member stops; the others go on
-                m.error, m.fn = ("run", one_line(exc)), None
+                m.error, m.fn = (getattr(exc, "stage", "run"), one_line(exc)), None
                 continue
             m.wall += wall
             m.used += used
@@ -225,6 +265,8 @@ def measure_group(artifacts: list[str], *, rounds: int, per_round: int, warmup: 
             gc.enable()
     out = []
     for m in members:
+        if m.native is not None:
+            m.native.close()
         if m.error is not None:
             out.append({"ok": False, "stage": m.error[0], "error": m.error[1]})
             continue
@@ -232,7 +274,8 @@ def measure_group(artifacts: list[str], *, rounds: int, per_round: int, warmup: 
             "samples_ms": [s / 1e6 for s in m.wall], "cpu_samples_ms": [s / 1e6 for s in m.used],
             "rounds": m.rounds, "per_round": per_round, "switch_warmup": switch_warmup,
             "load_ms": m.load_ns / 1e6, "first_ms": m.first_ns / 1e6, "warmup": warmup, "threads": threads,
-            "cpus": cpus, "peak_rss_mb": m.peak_mb, "overhead_us": overhead / 1e3, "loadavg": loadavg,
+            "cpus": cpus, "peak_rss_mb": m.native.peak_mb if m.native is not None else m.peak_mb,
+            "overhead_us": m.overhead_us if m.native is not None else overhead / 1e3, "loadavg": loadavg,
             "runtime_samples_ms": m.runtime_samples, "runtime": m.runtime, "runtime_versions": m.versions}})
         m.fn = None
     gc.collect()
@@ -269,10 +312,12 @@ def main() -> None:
         if req.get("op") != "measure_group":
             return {"ok": False, "stage": "run", "error": f"unknown request {req.get('op')!r}"}
         try:
+            _NATIVE.update(binary=req.get("native_runner"), timeout=float(req.get("timeout", 300.0)))
             return measure_group(list(req["artifacts"]), rounds=int(req["rounds"]), per_round=int(req["per_round"]),
                                  warmup=int(req["warmup"]), switch_warmup=int(req["switch_warmup"]),
                                  threads=int(req["threads"]), cpus=cpus, seed=int(req["seed"]),
-                                 first_round=int(req.get("first_round", 0)), units=req.get("units"))
+                                 first_round=int(req.get("first_round", 0)), runners=req.get("runners"),
+                                 units=req.get("units"))
         except (ToolkitError, ValueError, KeyError, TypeError) as exc:
             return {"ok": False, "stage": "load", "error": one_line(exc)}
 

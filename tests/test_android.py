@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 
 import pytest
+from _system import need_program
 from conftest import MF, SMALL
-from system import need_program
 
 ROOT = Path(__file__).resolve().parent.parent
 STANDIN = Path(__file__).resolve().parent / "standin_adb.py"

@@ -34,8 +34,8 @@ def _flat(art) -> dict:
 
 
 @pytest.fixture(scope="module")
-def out(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("artifacts")
+def out(export_root) -> Path:
+    return export_root  # shared with tests/test_native.py: the same .pte is a cache hit there
 
 
 @pytest.fixture(scope="module")

@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 
 import pytest
+from _system import need_program
 from conftest import MF, RES, SMALL
-from system import need_program
 
 ROOT = Path(__file__).resolve().parent.parent
 
