@@ -14,7 +14,7 @@ What each program prints (docs/devices.md and /work/shared/DEVICES.md quote the 
   executor_runner: `Iteration i of N: X ms` per execution (raw samples; iteration 1 is cold, as the runner has no
       warm-up flag, so it is `first_ms`, not a sample), `Model loaded in X ms.`, `Model executed successfully N
       time(s) in T ms.`; older runners print only the last line (an aggregate: the mean of N, cold one included).
-  native: our runner's one JSON line (`tool` starting with "toolkit"), raw samples.
+  native: our runner's one JSON line (`"tool": "et-bench"`, devices/native/), raw samples.
   onnxruntime_perf_test: aggregates; percentiles in seconds, the average in ms (new label `Average inference time
       cost total`, old `Average inference time cost`).
   xctest: `measured [Clock Monotonic Time, s] ... values: [...]` (legacy `[Time, seconds]`) or the JSON of
@@ -124,7 +124,7 @@ def _ms(us: float | None) -> float | None:
 
 # --------------------------------------------------------------------------------------------- detection
 _SIGNS = (  # (tool, pattern): the first that matches names the program; the order matters (see detect)
-    ("native", r'^\s*\{.*"tool"\s*:\s*"toolkit'),
+    ("native", r'^\s*\{.*"tool"\s*:\s*"et-bench"'),
     ("xctest", r'"testRuns"\s*:|measured \[[^\]]*\] average:'),
     ("onnxruntime_perf_test", r"inference time cost|Session creation time cost|^\s*P50 Latency:"),
     ("executor_runner", r"Model executed successfully|Iteration \d+ of \d+: |executorch:executor_runner"),
@@ -341,7 +341,7 @@ def parse_executor_runner(text: str, expected: int | None = None) -> ToolResult:
 
 # --------------------------------------------------------------------------------------------- native runner
 def parse_native(text: str, expected: int | None = None) -> ToolResult:
-    """Our native runner's one JSON line (devices/native/): `tool` starting with "toolkit", raw samples."""
+    """Our native runner's one JSON line (devices/native/, `"tool": "et-bench"`), raw samples."""
     records = []
     for line in _lines(text):
         s = line[line.find("{"):] if "{" in line else ""
@@ -351,10 +351,10 @@ def parse_native(text: str, expected: int | None = None) -> ToolResult:
             obj = json.loads(s)
         except json.JSONDecodeError:
             raise ParseError("truncated or broken JSON line from the native runner") from None
-        if isinstance(obj, dict) and str(obj.get("tool", "")).startswith("toolkit"):
+        if isinstance(obj, dict) and obj.get("tool") == "et-bench":
             records.append(obj)
     if not records:
-        raise ParseError("no JSON line with a \"tool\" starting with \"toolkit\"")
+        raise ParseError("no JSON line of et-bench (the native runner: \"tool\": \"et-bench\")")
     if len(records) > 1:
         raise ParseError(f"holds {len(records)} native runner results; save one per file")
     obj = records[0]
@@ -383,10 +383,11 @@ def parse_native(text: str, expected: int | None = None) -> ToolResult:
     cpu = floats("cpu_samples_ms", False)
     if cpu is not None and len(cpu) != len(samples):
         raise ParseError(f"native runner gives {len(samples)} samples but {len(cpu)} CPU samples")
-    known = {"tool", "load_ms", "first_ms", "warmup", "threads", "samples_ms", "cpu_samples_ms"}
-    r = ToolResult("native", str(obj["tool"]), len(samples), samples, True, load_ms=scalar("load_ms", float),
+    known = {"tool", "load_ms", "first_ms", "warmup", "threads", "samples_ms", "cpu_samples_ms", "peak_rss_mb"}
+    r = ToolResult("native", f"et-bench v{obj.get('tool_version', '?')}", len(samples), samples, True, load_ms=scalar("load_ms", float),
                    first_ms=scalar("first_ms", float), warmup_runs=scalar("warmup", int),
                    threads=scalar("threads", int), cpu_samples_ms=cpu or None,
+                   peak_memory_mb=scalar("peak_rss_mb", float),
                    extra={k: v for k, v in obj.items() if k not in known})
     r.mean_ms = sum(samples) / len(samples)
     return r

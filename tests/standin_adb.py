@@ -16,7 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(os.environ["STANDIN_ADB_ROOT"])
+ROOT = Path(os.environ.get("STANDIN_ADB_ROOT", "/nonexistent-standin-phone"))
 SERIAL = os.environ.get("STANDIN_ADB_SERIAL", "standin-phone")
 MAPPED = ("/data/local/tmp", "/sys/devices/system/cpu", "/sys/class/thermal")
 

@@ -22,6 +22,7 @@ from conftest import MF, SMALL
 ROOT = Path(__file__).resolve().parent.parent
 STANDIN = Path(__file__).resolve().parent / "standin_adb.py"
 SERIAL = "standin-phone"
+RES = (96, 128)  # as tests/test_native.py and tests/test_export_executorch_coreml.py
 
 
 def devices_cli(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -89,13 +90,12 @@ def runner():
 
 
 @pytest.fixture(scope="module")
-def pte(tmp_path_factory) -> Path:
+def pte(export_root) -> tuple[Path, list[str]]:
+    """Two small .pte files at 96x128 in the session's shared artifacts folder (Mobile-Former-26M's is a cache hit:
+    the export and native tests make it): (that folder, their directories)."""
     import export
 
-    out = tmp_path_factory.mktemp("pte")
-    for model in (SMALL, MF):
-        export.export(model, "executorch", 64, out=out)
-    return out
+    return export_root, [str(export.export(m, "executorch", RES, out=export_root).dir) for m in (SMALL, MF)]
 
 
 @pytest.fixture
@@ -131,7 +131,7 @@ def test_a_group_through_the_android_path(phone, pte):
     import devices
 
     root, profiles, _ = phone
-    arts = sorted(str(p.parent) for p in pte.rglob("manifest.json"))
+    arts = pte[1]
     (root / "temp_c").write_text("50.0")  # too hot: the cool-down waits (up to its 5 s timeout) and says so
     dev = devices.get("phone", profiles)
     try:
@@ -164,8 +164,8 @@ def test_sweep_on_the_phone_survives_it_vanishing(phone, pte, tmp_path):
     root, profiles, env = phone
     store = tmp_path / "results.sqlite"
     args = [sys.executable, "-m", "bench", "run", "--device", "phone", "--profiles", str(profiles), "--models",
-            f"{SMALL},{MF}", "--formats", "executorch,onnx", "--res", "64", "--threads", "1,2", "--rounds", "4",
-            "--per-round", "20", "--passes", "2", "--max-rounds", "4", "--warmup", "2", "--artifacts", str(pte),
+            f"{SMALL},{MF}", "--formats", "executorch,onnx", "--res", "96x128", "--threads", "1,2", "--rounds", "4",
+            "--per-round", "20", "--passes", "2", "--max-rounds", "4", "--warmup", "2", "--artifacts", str(pte[0]),
             "--store", str(store), "--reports", str(tmp_path / "reports")]
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, **env})
@@ -187,8 +187,11 @@ def test_sweep_on_the_phone_survives_it_vanishing(phone, pte, tmp_path):
     not_run = [r for r in rows if r["status"].startswith("not run")]
     assert len(not_run) == 4 and "no onnxruntime_perf_test in the profile" in not_run[0]["status"]
     failed = [r for r in rows if r["status"] == "failed"]
-    assert proc.returncode == 3 and failed and all(r["stage"] == "transport" for r in failed), out + err
-    assert "not found" in failed[0]["error"] and "stopped answering" in out
+    assert failed and all(r["stage"] == "transport" for r in failed), out + err
+    assert "not found" in failed[0]["error"]
+    # two groups here: each fails once (below the 3 failures in a row after which a sweep stops trying a device,
+    # which tests/test_ssh.py shows with four groups)
+    assert proc.returncode == 0 and "stopped answering" not in out, out + err
     (root / "gone").unlink()  # plugged back in: the same command (with --retry-failed) completes the run
     r = subprocess.run(args + ["--retry-failed"], cwd=ROOT, capture_output=True, text=True, timeout=600,
                        env={**os.environ, **env})

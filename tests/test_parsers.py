@@ -45,8 +45,8 @@ GOOD = {
         samples_ms=[30.55119, 30.478223, 30.612004, 30.390551, 30.505218], first_ms=40.412877, load_ms=31.802113)),
     "executor_runner_total_only.txt": ("executor_runner", "total only", 50, False, dict(
         mean_ms=1231.260098 / 50, samples_ms=None, load_ms=None)),
-    "native.json": ("native", "toolkit-native 0.1", 10, True, dict(
-        load_ms=48.75, first_ms=31.9, warmup_runs=10, threads=1, mean_ms=24.132)),
+    "native.json": ("native", "et-bench v1", 10, True, dict(  # real output of et-bench (make native)
+        load_ms=72.21958, first_ms=6.204023, warmup_runs=2, threads=1, mean_ms=4.0003167, peak_memory_mb=48.710938)),
     "onnxruntime_perf_test_new.txt": ("onnxruntime_perf_test", "new labels", 5, False, dict(
         mean_ms=98.961997, median_ms=99.5086, min_ms=95.8204, max_ms=101.519, p90_ms=101.519, load_ms=217.932,
         first_ms=196.0, peak_memory_mb=271122432 / 2**20, threads=1)),
@@ -147,8 +147,8 @@ def test_mixed_or_damaged_outputs():
     with pytest.raises(parsers.ParseError, match="truncated or broken JSON"):
         parsers.parse(text("native.json")[:120])
     with pytest.raises(parsers.ParseError, match="'samples_ms' is not a list of numbers"):
-        parsers.parse('{"tool": "toolkit-native", "samples_ms": [1, "x"]}')
-    native = parsers.parse('{"tool": "toolkit-native 0.2", "samples_ms": [1.5, 2.5], "new_field": {"a": 1}}')
+        parsers.parse('{"tool": "et-bench", "samples_ms": [1, "x"]}')
+    native = parsers.parse('{"tool": "et-bench", "samples_ms": [1.5, 2.5], "new_field": {"a": 1}}')
     assert native.extra == {"new_field": {"a": 1}} and native.load_ms is None  # extra fields are tolerated
     with pytest.raises(parsers.ParseError, match="not a list of numbers"):
         parsers.parse('[{"testIdentifier": "T", "testRuns": [{"metrics": [{"displayName": "Clock Monotonic Time", '
