@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from devices.adb_parse import AdbError, big_cores_mask, check_adb, parse_getprop, parse_thermal, shell_status
-from devices.base import Kind, MeasureError, Measurement
+from devices.base import Kind, MeasureError, Measurement, OneBurst
 from devices.remote import check_keys
 from devices.rounds import plan, run_in_chunks
 from models.errors import ToolkitError
@@ -139,7 +139,7 @@ def _gone(exc: BaseException) -> bool:
     return isinstance(exc, AdbError) and any(g in str(exc) for g in _GONE)
 
 
-class AndroidDevice:
+class AndroidDevice(OneBurst):
     kind = "android"
     give_up_after = 3  # transport failures in a row before a sweep stops trying the phone
 
@@ -426,14 +426,6 @@ class AndroidDevice:
                 runtime_versions={"program": Path(m["program"]).name}, peak_rss_mb=r.peak_memory_mb,
                 raw_samples=not m.get("aggregate"), device_state=state))
         return out
-
-    def run(self, artifact: Any, *, iterations: int = 100, warmup: int = 10, threads: int = 1,
-            timeout: float = 300.0) -> Measurement:
-        (result,) = self.run_group([artifact], rounds=1, per_round=iterations, warmup=warmup, switch_warmup=0,
-                                   threads=threads, timeout=timeout, seed=0)
-        if isinstance(result, MeasureError):
-            raise result
-        return result
 
     def close(self) -> None:
         """Remove this session's run folder on the phone (the cache stays)."""

@@ -72,6 +72,21 @@ class Device(Protocol):
     def close(self) -> None: ...
 
 
+class OneBurst:
+    """`run` for every kind: one artifact in one burst is a group of one with one round."""
+
+    def run(self, artifact: Any, *, iterations: int = 100, warmup: int = 10, threads: int = 1,
+            timeout: float = 300.0) -> Measurement:
+        """Time one artifact (an Artifact or its directory): `warmup` untimed runs, then `iterations` timed ones."""
+        if iterations < 2:
+            raise ToolkitError(f"iterations must be at least 2, not {iterations}")
+        (result,) = self.run_group([artifact], rounds=1, per_round=iterations, warmup=warmup,  # type: ignore
+                                   switch_warmup=0, threads=threads, timeout=timeout, seed=0)
+        if isinstance(result, MeasureError):
+            raise result
+        return result
+
+
 @dataclass(frozen=True)
 class Kind:
     """A device kind: its profile dataclass (with a `parse(dict, where)` classmethod) and its device class."""

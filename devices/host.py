@@ -24,7 +24,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from devices.base import Kind, MeasureError, Measurement
+from devices.base import Kind, MeasureError, Measurement, OneBurst
 from devices.subproc import Worker, WorkerError
 from models.errors import ToolkitError
 
@@ -86,7 +86,7 @@ class HostProfile:
 RUNNERS = ("python", "native")
 
 
-class HostDevice:
+class HostDevice(OneBurst):
     kind = "host"
 
     def __init__(self, name: str = "host", profile: HostProfile | None = None):
@@ -226,18 +226,6 @@ class HostDevice:
         return [Measurement(**m["measurement"]) if m.get("ok") else MeasureError(m.get("error", "unknown error"),
                                                                                  m.get("stage", "run"))
                 for m in reply["members"]]
-
-    def run(self, artifact: Any, *, iterations: int = 100, warmup: int = 10, threads: int = 1,
-            timeout: float = 300.0) -> Measurement:
-        """Time one artifact (an Artifact or its directory) in one burst: `warmup` untimed runs, then `iterations`
-        timed ones."""
-        if iterations < 2:
-            raise ToolkitError(f"iterations must be at least 2, not {iterations}")
-        (result,) = self.run_group([artifact], rounds=1, per_round=iterations, warmup=warmup, switch_warmup=0,
-                                   threads=threads, timeout=timeout, seed=0)
-        if isinstance(result, MeasureError):
-            raise result
-        return result
 
     def outputs(self, artifact: Any, x: Any, *, threads: int = 1, units: str | None = None) -> Any:
         """The artifact's outputs on inputs x, computed in this device's worker (a parity check's device side)."""

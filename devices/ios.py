@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from devices.apple import COMPUTE_UNITS, check_units
-from devices.base import Kind, MeasureError, Measurement
+from devices.base import Kind, MeasureError, Measurement, OneBurst
 from devices.remote import check_keys
 from models.errors import ToolkitError
 
@@ -96,7 +96,7 @@ def xcodebuild_command(package_dir: str, udid: str, team_id: str, result_bundle:
             "CODE_SIGN_STYLE=Automatic"]
 
 
-class IosDevice:
+class IosDevice(OneBurst):
     kind = "ios"
     give_up_after = 3
 
@@ -175,14 +175,6 @@ class IosDevice:
             raise MeasureError(str(exc), getattr(exc, "stage", "run")) from None
         return [Measurement(**m["measurement"]) if m.get("ok") else MeasureError(m.get("error", "?"), "run")
                 for m in reply["members"]]
-
-    def run(self, artifact: Any, *, iterations: int = 100, warmup: int = 10, threads: int = 1,
-            timeout: float = 300.0) -> Measurement:
-        (result,) = self.run_group([artifact], rounds=1, per_round=iterations, warmup=warmup, switch_warmup=0,
-                                   threads=threads, timeout=timeout, seed=0)
-        if isinstance(result, MeasureError):
-            raise result
-        return result
 
     def close(self) -> None:
         if self._mac is not None:

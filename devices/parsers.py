@@ -384,7 +384,8 @@ def parse_native(text: str, expected: int | None = None) -> ToolResult:
     if cpu is not None and len(cpu) != len(samples):
         raise ParseError(f"native runner gives {len(samples)} samples but {len(cpu)} CPU samples")
     known = {"tool", "load_ms", "first_ms", "warmup", "threads", "samples_ms", "cpu_samples_ms", "peak_rss_mb"}
-    r = ToolResult("native", f"et-bench v{obj.get('tool_version', '?')}", len(samples), samples, True, load_ms=scalar("load_ms", float),
+    r = ToolResult("native", f"et-bench v{obj.get('tool_version', '?')}", len(samples), samples, True,
+                   load_ms=scalar("load_ms", float),
                    first_ms=scalar("first_ms", float), warmup_runs=scalar("warmup", int),
                    threads=scalar("threads", int), cpu_samples_ms=cpu or None,
                    peak_memory_mb=scalar("peak_rss_mb", float),

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from devices.base import Kind, MeasureError, Measurement
+from devices.base import Kind, MeasureError, Measurement, OneBurst
 from devices.remote import (
     SSH_KEYS,
     RemoteError,
@@ -73,7 +73,7 @@ def check_workdir(path: str, where: str) -> str:
     return path.rstrip("/") or "/"
 
 
-class SshDevice:
+class SshDevice(OneBurst):
     """A machine over ssh running the toolkit's worker. One multiplexed connection and one copy of the worker's
     sources per session (from first use to close())."""
 
@@ -313,16 +313,6 @@ class SshDevice:
             return call_outputs(self._worker_for(threads), remote, x, threads=threads, units=units)
         except WorkerError as exc:
             raise self._worker_failure(exc) from None
-
-    def run(self, artifact: Any, *, iterations: int = 100, warmup: int = 10, threads: int = 1,
-            timeout: float = 300.0) -> Measurement:
-        if iterations < 2:
-            raise ToolkitError(f"iterations must be at least 2, not {iterations}")
-        (result,) = self.run_group([artifact], rounds=1, per_round=iterations, warmup=warmup, switch_warmup=0,
-                                   threads=threads, timeout=timeout, seed=0)
-        if isinstance(result, MeasureError):
-            raise result
-        return result
 
     # ------------------------------------------------------------------------------------------ set-up
     def provision(self, *, with_executorch: bool = False, say: Any = print) -> str:

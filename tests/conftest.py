@@ -39,3 +39,18 @@ def artifacts(tmp_path_factory) -> Path:
         for r in RES:
             export.export(model, "onnx", r, out=out)
     return out
+
+
+def wait_for_first_pass(proc, store: Path, timeout: float = 600) -> None:
+    """Wait until a sweep running in `proc` has stored its first pass in `store` (or has ended)."""
+    import sqlite3
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if store.exists() and sqlite3.connect(store).execute("SELECT COUNT(*) FROM passes").fetchone()[0]:
+                return
+        except sqlite3.OperationalError:  # the schema is not there yet
+            pass
+        time.sleep(0.05)

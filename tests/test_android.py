@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from _system import need_program
-from conftest import MF, SMALL
+from conftest import MF, SMALL, wait_for_first_pass
 
 ROOT = Path(__file__).resolve().parent.parent
 STANDIN = Path(__file__).resolve().parent / "standin_adb.py"
@@ -169,14 +169,7 @@ def test_sweep_on_the_phone_survives_it_vanishing(phone, pte, tmp_path):
             "--store", str(store), "--reports", str(tmp_path / "reports")]
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, **env})
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            if store.exists() and sqlite3.connect(store).execute("SELECT COUNT(*) FROM passes").fetchone()[0]:
-                break
-        except sqlite3.OperationalError:
-            pass
-        time.sleep(0.05)
+    wait_for_first_pass(proc, store)
     (root / "gone").write_text("")  # the cable is pulled
     out, err = proc.communicate(timeout=600)
     assert "Traceback" not in err, err

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 from _system import need_program
-from conftest import MF, RES, SMALL
+from conftest import MF, RES, SMALL, wait_for_first_pass
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -283,14 +283,7 @@ def test_server_killed_mid_sweep_then_resumed(board, tmp_path, artifacts):
             "--max-rounds", "6", "--warmup", "2", "--profiles", str(profiles)]
     proc = _bench(*args, tmp=tmp_path, artifacts=artifacts, wait=False)
     store = tmp_path / "results.sqlite"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            if store.exists() and sqlite3.connect(store).execute("SELECT COUNT(*) FROM passes").fetchone()[0]:
-                break
-        except sqlite3.OperationalError:
-            pass
-        time.sleep(0.05)
+    wait_for_first_pass(proc, store)
     board.kill()
     out, err = proc.communicate(timeout=300)
     try:
