@@ -133,7 +133,8 @@ def add_parser(sub, defaults_models: str, defaults_res: str, store_arg, reports_
 
     w = sub.add_parser("why", help="why the subject slows down on small images: ablations, fixed cost, peak, "
                                    "feedback path, profiles", description=__doc__)
-    w.add_argument("--device", default="host")
+    w.add_argument("--device", default="host", help="device profile to time on (default: host; see python -m "
+                   "devices list)")
     w.add_argument("--profiles", type=Path, metavar="FILE", help="your device profiles (TOML)")
     w.add_argument("--models", default=defaults_models, help="comma list; each subject gets its ablations "
                                                               "(default: %(default)s)")
@@ -141,21 +142,25 @@ def add_parser(sub, defaults_models: str, defaults_res: str, store_arg, reports_
     w.add_argument("--res", default=defaults_res, help="comma list of N or HxW (default: %(default)s)")
     w.add_argument("--iters", type=bounded_int("--iters", 2, 1_000_000), default=None,
                    help="timed iterations per cell (default: 100 = 10 rounds x 10)")
-    w.add_argument("--rounds", type=bounded_int("--rounds", 1, 10_000), default=None)
+    w.add_argument("--rounds", type=bounded_int("--rounds", 1, 10_000), default=None,
+                   help="interleaved rounds per cell (default: 10; --iters = rounds x per-round)")
     w.add_argument("--max-rounds", type=bounded_int("--max-rounds", 1, 10_000), default=None,
                    help="extra rounds for wide groups up to this many (default: none beyond --rounds)")
-    w.add_argument("--warmup", type=bounded_int("--warmup", 0, 1_000_000), default=10)
+    w.add_argument("--warmup", type=bounded_int("--warmup", 0, 1_000_000), default=10,
+                   help="untimed runs of each model after loading (default: 10)")
     w.add_argument("--threads", default="1", help="threads of the ablation cells; the feedback-path experiment "
                                                   "adds 1 and 2 (default: %(default)s)")
-    w.add_argument("--timeout", type=finite_positive("--timeout"), default=300.0)
-    w.add_argument("--export-jobs", type=bounded_int("--export-jobs", 1, 64), default=min(2, os.cpu_count() or 1))
-    w.add_argument("--new", action="store_true")
-    w.add_argument("--seed", type=bounded_int("--seed", 0, MAX_SEED))
-    w.add_argument("--wait", action="store_true")
+    w.add_argument("--timeout", type=finite_positive("--timeout"), default=300.0,
+                   help="seconds per cell before a hung runtime is killed (default: 300)")
+    w.add_argument("--export-jobs", type=bounded_int("--export-jobs", 1, 64), default=min(2, os.cpu_count() or 1),
+                   help="exports in parallel before any timing (default: %(default)s)")
+    w.add_argument("--new", action="store_true", help="start a fresh run even if one with these arguments exists")
+    w.add_argument("--seed", type=bounded_int("--seed", 0, MAX_SEED), help="shuffle and round-order seed")
+    w.add_argument("--wait", action="store_true", help="wait if another job is timing on the device")
     w.add_argument("--no-profile", action="store_true", help="skip the profiled passes")
     store_arg(w)
-    w.add_argument("--reports", type=Path, default=reports_default)
-    w.add_argument("--artifacts", type=Path, default=artifacts_default)
+    w.add_argument("--reports", type=Path, default=reports_default, help="reports root (default: %(default)s)")
+    w.add_argument("--artifacts", type=Path, default=artifacts_default, help="artifacts root (default: %(default)s)")
 
 
 def check(ns: argparse.Namespace) -> None:
