@@ -122,10 +122,10 @@ def parse_ssh_keys(prof: dict[str, Any], where: str) -> SshKeys:
 # ---------------------------------------------------------------------------------------------------- errors
 _SSH_ERRORS = (  # (substring of ssh's stderr, what it means, what to do); first match wins
     ("REMOTE HOST IDENTIFICATION HAS CHANGED", "its host key has CHANGED since it was added to known_hosts",
-     "if the board was reinstalled, remove the old key (ssh-keygen -R HOST) and add the new one after checking "
+     "if the board was reinstalled, remove the old key (ssh-keygen -R {host}) and add the new one after checking "
      "its fingerprint; otherwise do not connect"),
     ("Host key verification failed", "its host key is not in known_hosts (we never accept one automatically)",
-     "check the key's fingerprint and add it: ssh-keyscan -p PORT HOST >> KNOWN_HOSTS"),
+     "check the key's fingerprint and add it: ssh-keyscan -p {port} {host} >> {known_hosts}"),
     ("No ED25519 host key is known", "its host key is not in known_hosts", "add it after checking its fingerprint"),
     ("Permission denied", "authentication failed", "check user and identity_file (or your ssh agent)"),
     ("Connection refused", "nothing accepts ssh connections there", "is the board on and sshd running?"),
@@ -146,8 +146,7 @@ def classify_ssh(stderr: str, device: str, keys: SshKeys) -> str:
     where = f"{keys.user + '@' if keys.user else ''}{keys.host}:{keys.port}"
     for needle, what, todo in _SSH_ERRORS:
         if needle in stderr:
-            todo = (todo.replace("HOST", keys.host).replace("PORT", str(keys.port))
-                    .replace("KNOWN_HOSTS", keys.known_hosts or "~/.ssh/known_hosts"))
+            todo = todo.format(host=keys.host, port=keys.port, known_hosts=keys.known_hosts or "~/.ssh/known_hosts")
             return f"device {device} ({where}): {what}; {todo}"
     tail = " ".join(stderr.split())[-300:]
     return f"device {device} ({where}): ssh failed" + (f": {tail}" if tail else "")

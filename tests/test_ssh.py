@@ -178,6 +178,8 @@ def test_each_fault_is_one_line(board, tmp_path, case, expect):
     # never auto-accepted: the known_hosts file we were given is unchanged
     if "host key" in case:
         assert board.host_pub not in (tmp_path / "kh").read_text()
+    if case == "unknown host key":  # what to do, with this profile's own file and port
+        assert f"ssh-keyscan -p {board.port} 127.0.0.1 >> {tmp_path / 'kh'}" in problems[0]
 
 
 def test_malformed_profiles_are_one_line(board, tmp_path):
