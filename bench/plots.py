@@ -171,10 +171,11 @@ def plot_throughput(a: Analysis, path: Path) -> None:
     for ax, rt in zip(axes, a.runtimes):
         xs_all = []
         for m, rs in a.series[rt].items():
-            rs = [r for r in rs if r.get("madds")]
+            rs = [r for r in rs if r.get("madds") and (r["median_ms"] or r.get("mean_ms"))]  # aggregates: a mean
             xs = [r["res_equiv"] for r in rs]
             xs_all += xs
-            ax.plot(xs, [r["madds"] / 1e6 / r["median_ms"] for r in rs], marker="o", ms=3, label=m)
+            ax.plot(xs, [r["madds"] / 1e6 / (r["median_ms"] or r["mean_ms"]) for r in rs], marker="o", ms=3,
+                    label=m)
         ax.set_title(rt)
         ax.set_ylabel("MAdds (millions) per ms of median latency")
         ax.set_ylim(bottom=0)

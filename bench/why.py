@@ -161,7 +161,8 @@ def _peaks_and_fits(a: Analysis, ok: list[dict], w: Why) -> None:
         w.peaks[rt] = fitting.peak_gmadds_per_s([r["madds"] for r in rs], [_cs(r) for r in rs])
     for rt, by_model in a.series.items():
         for label, rs in by_model.items():
-            if _role(rs[0]["family"], a) == "probe" or not all(r.get("madds") for r in rs):
+            rs = [r for r in rs if r.get("samples_ms")]  # imported aggregates carry no samples to fit
+            if not rs or _role(rs[0]["family"], a) == "probe" or not all(r.get("madds") for r in rs):
                 continue
             mode = rs[0].get("mode")
             peak = w.peaks.get(rt.replace(f" {mode}", "", 1) if mode else rt)  # the probe runs in the default mode

@@ -222,3 +222,16 @@ def test_import_help_answers(capsys):
     out = capsys.readouterr().out
     assert exc.value.code == 0 and "--tool {benchmark_model,executor_runner,native,onnxruntime_perf_test,xctest}" in out
     assert "examples:" in out and "xcresulttool get test-results metrics" in out
+
+
+def test_a_report_of_means_only_at_two_resolutions_renders(tmp_path, capsys):
+    """Cells with a mean and no median (old benchmark_model builds) at two resolutions of one model: the throughput
+    plot and the fixed-cost fit (which needs raw samples) must leave them out rather than fail."""
+    text = (DATA / "benchmark_model_old_noprefix.txt").read_text()
+    for res in ("160", "224"):
+        f = tmp_path / f"bm_{res}.txt"
+        f.write_text(text + f"\n# saved at {res}\n")  # another file (another sha256), the same old format
+        rc, _, err = imp(tmp_path, capsys, "benchmark_model", "mobileformer_294m", "tflite", res, f)
+        assert rc == 0, err
+    rc, out, err = bench(tmp_path, "report", "--run", "pixel7-import", capsys=capsys)
+    assert rc == 0 and "Traceback" not in err and "report:" in out, err
