@@ -740,7 +740,17 @@ def _merge(first: Any, more: Any) -> Any:
     return replace(first, samples_ms=first.samples_ms + more.samples_ms,
                    cpu_samples_ms=first.cpu_samples_ms + more.cpu_samples_ms, rounds=first.rounds + more.rounds,
                    runtime_samples_ms=first.runtime_samples_ms + more.runtime_samples_ms,
+                   device_state=_merge_state(first.device_state, more.device_state),
                    peak_rss_mb=max((v for v in (first.peak_rss_mb, more.peak_rss_mb) if v is not None), default=None))
+
+
+def _merge_state(first: dict[str, Any], more: dict[str, Any]) -> dict[str, Any]:
+    """A phone's state over a cell's passes: the temperature before the first, after the last, every wait."""
+    if not first or not more:
+        return first or more
+    out = {**first, **{k: v for k, v in more.items() if k.endswith("_after") or k.endswith("_after_c")}}
+    out["cooldown_waits_s"] = list(first.get("cooldown_waits_s", [])) + list(more.get("cooldown_waits_s", []))
+    return out
 
 
 def time_pass(device: Any, cells: list[Cell], paths: list[str], args: SweepArgs, run_seed: int, timeout: float,

@@ -200,3 +200,4 @@ def test_sweep_on_the_phone_survives_it_vanishing(phone, pte, tmp_path):
         assert sorted(set(rounds)) == [0, 1, 2, 3] and all(rounds.count(k) == 20 for k in range(4))
         state = json.loads(x["device_state"])
         assert state["mask"] == "2" and "temperature_after_c" in state
+        assert len(state["cooldown_waits_s"]) == 4  # every round's wait, over both passes (2 rounds each)
