@@ -173,10 +173,9 @@ class HostDevice(OneBurst):
         if self._worker is not None and self._threads == threads:
             return self._worker
         self.close()
-        n = str(threads)
-        env = {"OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n, "OPENBLAS_NUM_THREADS": n, "TF_CPP_MIN_LOG_LEVEL": "2",
-               "TOOLKIT_PIN": "1" if self.pin else "0", "TOOLKIT_THREADS": n,
-               "TOOLKIT_CPUS": ",".join(map(str, self.cpus or []))}
+        from devices.worker import worker_env
+
+        env = {**worker_env(threads, self.pin, self.cpus), "TOOLKIT_CPUS": ",".join(map(str, self.cpus or []))}
         self._worker = Worker("devices.worker", env=env, label=f"{self.name} worker")
         self._threads = threads
         return self._worker

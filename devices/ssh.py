@@ -243,10 +243,10 @@ class SshDevice(OneBurst):
         if self._worker is not None and self._threads == threads:
             return self._worker
         self._close_worker()
-        n = str(threads)
-        env = {"OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n, "OPENBLAS_NUM_THREADS": n, "TF_CPP_MIN_LOG_LEVEL": "2",
-               "TOOLKIT_PIN": "1" if self.profile.pin else "0", "TOOLKIT_THREADS": n}
-        command = self._python_command("devices.worker", env=env, pidfile=self._pidfile())
+        from devices.worker import worker_env
+
+        command = self._python_command("devices.worker", env=worker_env(threads, self.profile.pin),
+                                       pidfile=self._pidfile())
         self._worker = Worker("devices.worker", argv=self.ssh.argv(command), label=f"{self.name} worker")
         self._threads = threads
         return self._worker

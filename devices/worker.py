@@ -42,6 +42,17 @@ CALIBRATION_ITERS = 2000
 INPUT_SEED = 0
 
 
+def worker_env(threads: int, pin: bool, cpus: list[int] | None = None) -> dict[str, str]:
+    """The environment a measuring worker starts with (here or on a board): every runtime's thread variables set to
+    `threads` (some read them when they first load), and how to pin (read by pin() below)."""
+    n = str(threads)
+    env = {"OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n, "OPENBLAS_NUM_THREADS": n, "TF_CPP_MIN_LOG_LEVEL": "2",
+           "TOOLKIT_PIN": "1" if pin else "0", "TOOLKIT_THREADS": n}
+    if cpus:
+        env["TOOLKIT_CPUS"] = ",".join(map(str, cpus))
+    return env
+
+
 def timed_loop(fn: Callable[[Any], Any], x: Any, n: int) -> tuple[list[int], list[int]]:
     """Nanoseconds of each of n calls fn(x): wall clock around the call alone, and the process's CPU time.
 
