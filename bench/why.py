@@ -140,7 +140,7 @@ def _differences(a: Analysis, ok: list[dict], idx: dict, w: Why) -> None:
                 w.components.append(Component(full["model_label"], rt, h, wd, f"per_{unit.rstrip('s')}",
                                               "difference", ms.value, ms.low, ms.high, share.value,
                                               dm / total_madds if dm else None, share.low, share.high, dm))
-            for v, r in pts:
+            for v, r in (pts if len(pts) >= 2 else []):  # a lone full cell (another mode, thread count) is no ablation
                 w.variants.append({"model": full["model_label"], "runtime": rt, "height": h, "width": wd,
                                    "variant": f"{unit}={v}", "ms": r["median_ms"],
                                    "accuracy": ab.unit_accuracy.get(int(v))})
@@ -206,10 +206,11 @@ def _feedback(a: Analysis, ok: list[dict], idx: dict, w: Why) -> None:
                              and not r.get("mode") and r["precision"] == cell["precision"]), None)
                 if twin is not None:
                     gain = round_statistic([_cs(twin), _cs(cell)], lambda p, q: (p - q) / p)
+                    saved = round_statistic([_cs(twin), _cs(cell)], lambda p, q: p - q)
                     w.modes.append({"model": cell["model_label"], "variant": label, "format": cell["format"],
                                     "mode": cell["mode"], "threads": cell["threads"], "height": cell["height"],
                                     "width": cell["width"], "default_ms": twin["median_ms"],
-                                    "mode_ms": cell["median_ms"], "gain": gain})
+                                    "mode_ms": cell["median_ms"], "gain": gain, "saved": saved})
 
 
 def _profiles(a: Analysis, ok: list[dict], idx: dict, profiles: dict[str, dict], w: Why) -> None:
@@ -372,11 +373,14 @@ def feedback_sentences(w: Why) -> list[str]:
         out.append(f"On {key[1]} ({t} thread(s), {mode} execution mode), breaking the feedback path of {key[0]} "
                    f"changes its latency by " + ", ".join(parts) + " (positive = the what-if is faster).")
     for m in w.modes:
-        g = m["gain"]
+        g, d = m["gain"], m.get("saved")
+        verdict = ("faster" if g.low > 0 else "slower" if g.high < 0 else "no different, within the noise,")
+        paired = f"{d.value:+.2f} ms, " if d is not None else ""
         out.append(f"{m['model']} ({m['variant']}) on {m['format']} with {m['threads']} thread(s) at "
-                   f"{m['height']}x{m['width']}: the {m['mode']} execution mode runs in {m['mode_ms']:.2f} ms against "
-                   f"{m['default_ms']:.2f} ms in the default mode ({g.value:+.1%}, 95% CI {g.low:+.1%} to "
-                   f"{g.high:+.1%}; positive = faster).")
+                   f"{m['height']}x{m['width']}: the {m['mode']} execution mode is {verdict} than the default mode: "
+                   f"{paired}{g.value:+.1%} (95% CI {g.low:+.1%} to {g.high:+.1%}; positive = the {m['mode']} mode "
+                   f"is faster), paired round by round (the medians over all rounds are {m['mode_ms']:.2f} and "
+                   f"{m['default_ms']:.2f} ms; a round-by-round pairing cancels the drift the medians carry).")
     return out
 
 

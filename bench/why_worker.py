@@ -3,8 +3,9 @@ worker): one profiled pass per cell, after the timed loop, so profiling never to
 
   onnxruntime  its per-node profile (bench/profile.py), nodes mapped to the family's components;
   ExecuTorch   ETDump through the runtime (enable_etdump) read by the devtools Inspector; XNNPACK runs the delegated
-               graph, so its events are XNNPACK operators (Convolution, GEMM, ...), which without an ETRecord cannot be
-               mapped back to model modules: they are reported by operator kind, and said so;
+               graph, so its events are XNNPACK operators (Convolution, GEMM, ...); XNNPACK's lowering keeps no
+               debug-handle map, so not even an ETRecord maps them back to model modules: they are reported by
+               operator kind, and said so;
   LiteRT       ai-edge-litert's Python Interpreter has no profiler accessor: a note, no numbers.
 MAdds per component come from the same counter as the model's (models/madds.py), split by module.
 """
@@ -62,17 +63,27 @@ def component_madds(model_name: str, overrides: dict[str, Any], resolution: tupl
 
 def profile_onnx(artifact: str, threads: int) -> dict[str, Any]:
     import export
-    from bench.profile import profile
+    from bench.profile import CHAIN_NODES, profile
 
     art = export.resolve(artifact)
     p = profile(art, threads, ITERATIONS, WARMUP)
-    return {"tool": "onnxruntime profiler", "components_ms": p["components_ms"], "total_ms": p["run_ms"],
-            "kernel_ms": p["kernel_ms"], "iterations": ITERATIONS}
+    note = (f"onnxruntime's profiler adds its own cost to every node event: {p['profiler_floor_us']:.1f} us per event "
+            f"with {threads} thread(s), measured on this machine on a chain of {CHAIN_NODES} trivial nodes timed with "
+            f"and without profiling; it is subtracted from each of the {p['kernels_per_run']:.0f} node events per run "
+            f"(raw, this cell's kernels sum to {p['raw_kernel_ms']:.2f} ms; less the floor, {p['kernel_ms']:.2f} ms)")
+    return {"tool": "onnxruntime profiler", "components_ms": p["components_ms"], "total_ms": p["kernel_ms"],
+            "kernel_ms": p["kernel_ms"], "raw_kernel_ms": p["raw_kernel_ms"], "profiled_run_ms": p["run_ms"],
+            "raw_components_ms": p["raw_components_ms"], "profiler_floor_us": p["profiler_floor_us"],
+            "nodes_per_run": p["kernels_per_run"], "iterations": ITERATIONS, "note": note}
 
 
 XNN_KINDS = (("Convolution", "XNNPACK convolution"), ("Fully Connected", "XNNPACK fully-connected (1x1 conv, linear)"),
              ("Batch Matrix Multiply", "XNNPACK GEMM (attention matmul)"), ("Transpose", "XNNPACK layout"),
              ("Reshape", "XNNPACK layout"), ("Copy", "XNNPACK layout"))
+
+
+DELEGATE_REST = "XNNPACK delegate outside its operators (set-up, copies)"
+RUNTIME_REST = "ExecuTorch outside the delegate"
 
 
 def profile_executorch(artifact: str, threads: int) -> dict[str, Any]:
@@ -97,6 +108,7 @@ def profile_executorch(artifact: str, threads: int) -> dict[str, Any]:
         inspector, _ = _quiet(lambda: Inspector(etdump_path=path), )
     comps: dict[str, float] = defaultdict(float)
     delegated = portable = 0
+    execute_ms = delegate_ms = 0.0
     for block in inspector.event_blocks:
         if block.name != "Execute":
             continue
@@ -109,19 +121,43 @@ def profile_executorch(artifact: str, threads: int) -> dict[str, Any]:
             if ev.is_delegated_op:
                 delegated += 1
                 kind = next((k for pat, k in XNN_KINDS if pat in ev.name), "XNNPACK other (element-wise, norm)")
-            elif ev.name.startswith(("DELEGATE_CALL", "OPERATOR_CALL", "Method")):
+            elif ev.name.startswith("Method::execute"):
+                execute_ms += ms
+                continue
+            elif ev.name.startswith("DELEGATE_CALL"):
+                delegate_ms += ms
+                continue
+            elif ev.name.startswith(("OPERATOR_CALL", "Method")):
                 continue  # envelopes around the events counted here
             else:
                 portable += 1
                 kind = f"portable {ev.name.split('.')[0]}" if "native_call" not in ev.name else \
                     f"portable {ev.name.removeprefix('native_call_').split('.')[0]}"
             comps[kind] += ms
-    note = (f"ETDump resolved {delegated} XNNPACK operator events and {portable} portable-kernel events per run; "
-            "XNNPACK reports its own operators (convolution, GEMM, element-wise), and without an ETRecord saved at "
-            "export they cannot be mapped to the model's modules, so this profile splits the time by operator kind, "
-            "not by Mobile-Former component")
-    return {"tool": "ExecuTorch ETDump", "components_ms": dict(comps), "total_ms": sum(comps.values()),
+    ops = sum(v for k, v in comps.items() if k.startswith("XNNPACK"))
+    if delegate_ms > ops:  # time inside the delegate call that no operator event covers
+        comps[DELEGATE_REST] = delegate_ms - ops
+    if execute_ms - sum(comps.values()) > 0.005:
+        comps[RUNTIME_REST] = execute_ms - sum(comps.values())
+    note = (f"ETDump resolved {delegated} XNNPACK operator events and {portable} portable-kernel events per run. "
+            "XNNPACK names each event by its own operator and an ordinal ('Convolution (NHWC, F32) IGEMM #2') with "
+            f"no debug handle, and ExecuTorch {_et_version()}'s XNNPACK backend returns an empty debug-handle map "
+            "when it lowers a graph (backends/xnnpack/xnnpack_preprocess.py), so no ETRecord can map those events "
+            "back to the model's modules: this profile splits the time by operator kind, not by Mobile-Former "
+            "component (that split comes from the difference method). The time inside "
+            f"the delegate call that no operator event covers is '{DELEGATE_REST}'; the components add up to "
+            "Method::execute")
+    return {"tool": "ExecuTorch ETDump", "components_ms": dict(comps), "total_ms": execute_ms or sum(comps.values()),
             "iterations": ITERATIONS, "note": note}
+
+
+def _et_version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("executorch")
+    except metadata.PackageNotFoundError:
+        return "(unknown version)"
 
 
 def main() -> None:

@@ -121,6 +121,19 @@ def test_fit_peak_and_feedback_sentences():
                             "mobileformer_294m changes its latency by +2.00 ms (+10.0%, 95% CI +10.0% to +10.0%)")
 
 
+def test_execution_mode_sentence_gives_the_paired_difference_and_a_verdict():
+    mf = "mobileformer"
+    rows = [row(M, mf, 128, 20.0, madds=100), row(M, mf, 128, 22.0, madds=100, mode="parallel"),
+            row(M, mf, 128, 18.0, overrides={"dyrelu_token": "input"}, madds=100),
+            row(M, mf, 128, 18.0, overrides={"dyrelu_token": "input"}, madds=100, mode="parallel")]
+    w = why.analyse_why(analysis.analyse(RUN, rows))
+    text = [t for t in why.feedback_sentences(w) if "execution mode is" in t]
+    assert len(text) == 2
+    assert "the parallel execution mode is slower than the default mode: -2.00 ms, -10.0%" in text[0]
+    assert "no different, within the noise," in text[1] and "+0.00 ms" in text[1]
+    assert not [v for v in w.variants if v["runtime"].startswith("onnx parallel")]  # a lone full cell is no ablation
+
+
 def test_csv_files_have_the_issue_columns(tmp_path):
     a = analysis.analyse(RUN, ablation_rows(128) + ablation_rows(256, scale=2.0))
     md = why_report.write(a, {}, tmp_path)
@@ -151,6 +164,27 @@ def test_profile_rows_and_their_checks():
     text = why.agreement_sentences(w)
     assert text[0].startswith("Difference vs profile on the host: ")
     assert "within 10% in 1 of 1 profiled cells" in text[1]
+
+
+def test_profile_attribution_subtracts_the_profilers_floor_from_every_node():
+    from bench.profile import attribute
+
+    runs = [{"cat": "Session", "name": "model_run", "ts": t, "dur": 100} for t in (0, 1000, 2000)]
+    node = lambda name, ts, dur: {"cat": "Node", "name": f"{name}_kernel_time", "ts": ts, "dur": dur}  # noqa: E731
+    trace = runs + [node("conv", 5, 50), node("tiny", 60, 5),  # the warm-up run: left out
+                    node("conv", 1005, 40), node("tiny", 1060, 3), node("conv", 2005, 44), node("tiny", 2060, 6)]
+    out = attribute(trace, {"conv": "conv", "tiny": "Former"}, warmup=1, iterations=2, floor_us=4.0)
+    assert out["raw_components_ms"] == pytest.approx({"conv": 0.042, "Former": 0.0045})
+    assert out["components_ms"] == pytest.approx({"conv": 0.038, "Former": 0.001})  # 3-4 never goes below zero
+    assert out["kernels_per_run"] == 2 and out["profiler_floor_us"] == 4.0
+
+
+def test_the_profilers_floor_is_measured_with_real_onnxruntime():
+    from bench import profile
+
+    profile._FLOORS.clear()
+    floor = profile.profiler_floor_us(1, runs=10, warmup=2)
+    assert 0.0 <= floor < 1000.0 and profile._FLOORS[1] == floor  # measured once per thread count
 
 
 def test_the_why_plan():
