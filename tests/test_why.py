@@ -237,3 +237,18 @@ def test_a_small_real_make_why(tmp_path):
     with open(report / "fit.csv") as f:
         fits = list(csv.DictReader(f))
     assert fits and all(float(r["peak_gmadds_per_s"]) > 0 for r in fits)
+
+
+@pytest.mark.export
+def test_the_executorch_profile_adds_up_to_method_execute_and_says_what_it_cannot_resolve(export_root):
+    """ETDump of a real .pte (the one tests/test_native.py times): operator kinds plus the delegate's uncovered
+    time add up to Method::execute, and the note says why no module mapping is possible."""
+    import export
+    from bench import why_worker
+
+    art = export.export("mobileformer_26m", "executorch", (96, 128), out=export_root)
+    p = why_worker.profile_executorch(str(art.dir), 1)
+    assert p["tool"] == "ExecuTorch ETDump" and p["total_ms"] > 0
+    assert sum(p["components_ms"].values()) == pytest.approx(p["total_ms"], rel=1e-6, abs=0.006)
+    assert any(k.startswith("XNNPACK convolution") for k in p["components_ms"])
+    assert "empty debug-handle map" in p["note"] and why_worker.DELEGATE_REST in p["note"]
