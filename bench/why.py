@@ -238,7 +238,8 @@ def _profiles(a: Analysis, ok: list[dict], idx: dict, profiles: dict[str, dict],
         if ab is None:
             continue
         for d in ab.differences:
-            if _frozen(r["overrides"]) != _frozen(d.with_overrides) or not d.profile:
+            if _frozen(r["overrides"]) != _frozen(d.with_overrides) or not d.profile \
+                    or not any(c in comps for c in d.profile):  # (ETDump splits by operator kind, not component)
                 continue
             base = r["model"]
             diff = next((c for c in w.components if c.method == "difference" and c.component == d.component
@@ -295,6 +296,63 @@ def _accuracy(model: str, comp: str) -> float | None:
 
 def _name(comp: str) -> str:
     return {"dyrelu": "dynamic ReLU", "former_bridges": "Former + bridges"}.get(comp, comp.replace("_", " "))
+
+
+def _fmt_format(runtime: str) -> str:
+    """The format of a runtime label ("tflite/litert-torch t1" -> "tflite")."""
+    return runtime.split()[0].split("/")[0]
+
+
+def headline(w: Why) -> tuple[list[str], list[list[str]]]:
+    """The section's headline table for each subject: per runtime (the ablations' thread count, default mode) and
+    resolution, the cost of Former + bridges and of dynamic ReLU, the fixed cost, the share of the measured peak and
+    what breaking the feedback path buys with two threads (default mode and, where timed, the parallel mode)."""
+    diffs = [c for c in w.components if c.method == "difference" and not c.component.startswith("per_")]
+    cols = sorted({(c.model, c.runtime, c.height, c.width) for c in diffs},
+                  key=lambda k: (k[0], k[1], k[2] * k[3]))
+    if not cols:
+        return [], []
+    models_ = list(dict.fromkeys(k[0] for k in cols))
+    header = [""] + [(f"{k[0]} " if len(models_) > 1 else "") + f"{k[1]} {k[2]}" +
+                     (f"x{k[3]}" if k[2] != k[3] else "") for k in cols]
+
+    def comp_cell(k, name):
+        c = next((c for c in diffs if (c.model, c.runtime, c.height, c.width) == k and c.component == name), None)
+        if c is None:
+            return ""
+        madds = f", MAdds {_pct(c.share_madds)}" if c.share_madds is not None else ""
+        return f"{c.ms:.2f} ms ({c.ms_low:.2f} to {c.ms_high:.2f}) = {_pct(c.share_latency)}{madds}"
+
+    def fixed_cell(k):
+        f = next((f for f in w.fits if f["model"] == k[0] and f["runtime"] == k[1]), None)
+        pt = None if f is None else next((p for p in f["points"] if (p["height"], p["width"]) == k[2:]), None)
+        if pt is None:
+            return "needs two resolutions"
+        return f"{f['fixed_ms']:.2f} ms ({f['fixed_low_ms']:.2f} to {f['fixed_high_ms']:.2f}) = {_pct(pt['fixed_share'])}"
+
+    def peak_cell(k):
+        e = next((e for e in w.efficiency if (e["model"], e["runtime"], e["height"], e["width"]) == k), None)
+        peak = w.peaks.get(k[1])
+        if e is None or e["share_peak"] is None or not peak:
+            return ""
+        return f"{_pct(e['share_peak'])} of {peak:.1f} GMAdd/s"
+
+    def feedback_cell(k, mode):
+        f = next((f for f in w.feedback if f["model"] == k[0] and f["format"] == _fmt_format(k[1])
+                  and f["threads"] == 2 and f["mode"] == mode and (f["height"], f["width"]) == k[2:]), None)
+        if f is None:
+            return ""
+        return f"{f['saved'].value:+.2f} ms, {f['share'].value:+.1%} ({f['share'].low:+.1%} to {f['share'].high:+.1%})"
+
+    rows = [["Former + bridges (= share of latency, of MAdds)", *[comp_cell(k, "former_bridges") for k in cols]],
+            ["dynamic ReLU", *[comp_cell(k, "dyrelu") for k in cols]],
+            ["fixed cost (share at this size)", *[fixed_cell(k) for k in cols]],
+            ["achieved share of the measured peak", *[peak_cell(k) for k in cols]],
+            ["breaking the feedback path, 2 threads, default mode", *[feedback_cell(k, "default") for k in cols]]]
+    modes = sorted({f["mode"] for f in w.feedback if f["mode"] != "default" and f["threads"] == 2})
+    rows += [[f"breaking the feedback path, 2 threads, {m} mode", *[feedback_cell(k, m) for k in cols]]
+             for m in modes]
+    return header, [r for r in rows if any(r[1:])]
 
 
 def fit_sentences(w: Why) -> list[str]:

@@ -145,6 +145,10 @@ def markdown(a: Analysis, w: W.Why, plots: list[str], formats: list[str], versio
     if w.empty:
         return ""
     lines = [f"## Why {a.subject} slows down on small images", ""]
+    header, rows = W.headline(w)
+    if rows:
+        lines += ["Headline (ms by difference of cells timed in the same rounds, 95% intervals in brackets; the "
+                  "feedback path: positive = breaking it is faster):", ""] + md_table(header, rows) + [""]
     lines += [f"- {s}" for s in W.component_sentences(w)] + [""]
     if "why_components" in plots:
         lines += ["![components](why_components.png)", ""]

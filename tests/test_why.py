@@ -116,6 +116,12 @@ def test_fit_peak_and_feedback_sentences():
     assert text[0].startswith("On onnx, mobileformer_294m: fixed cost 12.00 ms (95% CI ")
     assert "the fixed part is 60% of the latency at 128x128 and 30% at 256x256" in text[0]
     assert "6.0 GMAdd/s = 14% of the measured peak (44.4 GMAdd/s)" in text[0]
+    header, table = why.headline(w)
+    assert header == ["", "onnx 128", "onnx 256"]
+    assert table[0][0].startswith("Former + bridges") and table[0][1] == "6.00 ms (5.40 to 7.20) = 30%, MAdds 24%"
+    assert table[2][1:] == ["12.00 ms (10.40 to 14.80) = 60%", "12.00 ms (10.40 to 14.80) = 30%"]
+    assert table[3][1:] == ["14% of 44.4 GMAdd/s", "24% of 44.4 GMAdd/s"]
+    assert not any(r[0].startswith("breaking the feedback path, 2 threads") for r in table)  # none at 2 threads
     fb = why.feedback_sentences(w)
     assert fb[0].startswith("On onnx (1 thread(s), default execution mode), breaking the feedback path of "
                             "mobileformer_294m changes its latency by +2.00 ms (+10.0%, 95% CI +10.0% to +10.0%)")
