@@ -211,21 +211,29 @@ def attribute(trace: list[dict[str, Any]], components: dict[str, str], warmup: i
 def profile(art, threads: int, iterations: int, warmup: int) -> dict[str, Any]:
     """Run the artifact under onnxruntime's profiler; return mean ms per iteration per component, corrected for
     the profiler's own per-node cost measured on this machine (profiler_floor_us)."""
+    import time
+
     floor = profiler_floor_us(threads)
     with tempfile.TemporaryDirectory() as tmp:
         opts, make = _session(str(art.file), threads, tmp)
         opts.optimized_model_filepath = os.path.join(tmp, "optimized.onnx")
         sess = make()
+        plain = _session(str(art.file), threads, None)[1]()
         components = node_components(art.file, Path(opts.optimized_model_filepath))
         h, w = art.manifest["resolution"]
         x = np.random.default_rng(0).standard_normal((1, 3, h, w), dtype=np.float32)
         name = sess.get_inputs()[0].name
-        for _ in range(warmup + iterations):
+        plain_s = []
+        for i in range(warmup + iterations):  # each profiled run beside an unprofiled one: the same moment
             sess.run(None, {name: x})
+            t0 = time.perf_counter()
+            plain.run(None, {name: x})
+            if i >= warmup:
+                plain_s.append(time.perf_counter() - t0)
         trace = json.loads(Path(sess.end_profiling()).read_text())
     out = attribute(trace, components, warmup, iterations, floor)
     return {"model": art.manifest["model"], "resolution": [h, w], "threads": threads, "iterations": iterations,
-            **out}
+            "plain_ms": float(np.median(plain_s)) * 1e3, **out}
 
 
 def render(results: list[dict[str, Any]], out_dir: Path) -> list[Path]:

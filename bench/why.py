@@ -231,9 +231,12 @@ def _profiles(a: Analysis, ok: list[dict], idx: dict, profiles: dict[str, dict],
                                           madds[comp] / r["madds"] if comp in madds and r.get("madds") else None,
                                           madds=madds.get(comp), tool=p.get("tool", "")))
         total = p.get("total_ms") or sum(comps.values())
+        plain = p.get("plain_ms")
         w.closure.append({"model": r["model_label"], "runtime": r["runtime"], "height": r["height"],
                           "width": r["width"], "profiled_ms": total, "median_ms": r["median_ms"],
-                          "tool": p.get("tool", ""), "ok": abs(total / r["median_ms"] - 1) <= AGREEMENT_BOUND})
+                          "tool": p.get("tool", ""), "ok": abs(total / r["median_ms"] - 1) <= AGREEMENT_BOUND,
+                          "plain_ms": plain,
+                          "ok_plain": abs(total / plain - 1) <= AGREEMENT_BOUND if plain else None})
         ab = _ablations(r)
         if ab is None:
             continue
@@ -277,10 +280,14 @@ def component_sentences(w: Why) -> list[str]:
             acc = _accuracy(model, comp)
             price = ""
             if acc and lo.ms > 0:
-                price = f"; {lo.ms / acc:.2f} ms per top-1 point at {lo.height} ({acc:+.1f} points in the paper)"
+                price = f"; {lo.ms / acc:.2f} ms per top-1 point at {lo.height}" + (
+                    f" and {hi.ms / acc:.2f} ms at {hi.height}" if hi is not lo and hi.ms > 0 else "") + \
+                    f" ({acc:+.1f} points in the paper)"
             span = (f"{_ci(lo)} = {_pct(lo.share_latency)} of the latency at {lo.height}x{lo.width}"
                     + (f" and {_ci(hi)} = {_pct(hi.share_latency)} at {hi.height}x{hi.width}" if hi is not lo else ""))
-            parts.append(f"{_name(comp)}: {span}, against {_pct(lo.share_madds)} of the MAdds{price}")
+            madds = _pct(lo.share_madds) + (f" and {_pct(hi.share_madds)}" if hi is not lo and
+                                            _pct(hi.share_madds) != _pct(lo.share_madds) else "")
+            parts.append(f"{_name(comp)}: {span}, against {madds} of the MAdds{price}")
         out.append(f"On {rt}, {model}: " + "; ".join(parts) + ".")
     return out
 
@@ -457,4 +464,16 @@ def agreement_sentences(w: Why) -> list[str]:
                    f"{good} of {len(w.closure)} profiled cells; the worst is {worst['model']} {worst['runtime']} "
                    f"{worst['height']}x{worst['width']} ({worst['tool']}: {worst['profiled_ms']:.2f} ms profiled vs "
                    f"{worst['median_ms']:.2f} ms timed).")
+        paired = [c for c in w.closure if c.get("plain_ms")]
+        if paired:
+            good = sum(bool(c["ok_plain"]) for c in paired)
+            drift = median(abs(c["plain_ms"] / c["median_ms"] - 1) for c in paired)
+            worst = max(paired, key=lambda c: abs(c["profiled_ms"] / c["plain_ms"] - 1))
+            out.append(f"Against unprofiled runs of the same artifact interleaved with the profiled ones (the same "
+                       f"moment of the machine), the profiled components add up within {AGREEMENT_BOUND:.0%} in "
+                       f"{good} of {len(paired)} cells; the worst is {worst['model']} {worst['runtime']} "
+                       f"{worst['height']}x{worst['width']} ({worst['profiled_ms']:.2f} ms profiled vs "
+                       f"{worst['plain_ms']:.2f} ms unprofiled). Those unprofiled runs differ from the timed medians "
+                       f"by {drift:.0%} in the median cell: that much of the gap is the machine's drift between the "
+                       f"timing and the profiling, not the profiler.")
     return out

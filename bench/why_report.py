@@ -197,6 +197,15 @@ def markdown(a: Analysis, w: W.Why, plots: list[str], formats: list[str], versio
                  _f(c.share_latency, ".1%"), _f(c.share_madds, ".1%")] for c in prof]
         lines += [""] + md_table(["model", "runtime", "res", "profiler", "component", "ms", "of latency",
                                   "of MAdds"], rows)
+    if w.closure:
+        rows = [[c["model"], c["runtime"], f"{c['height']}x{c['width']}", c["tool"], f"{c['profiled_ms']:.2f}",
+                 f"{c['median_ms']:.2f}", _f(c.get("plain_ms")),
+                 ("yes" if c["ok"] else "no") + ("" if c.get("ok_plain") is None else
+                                                 " / " + ("yes" if c["ok_plain"] else "no"))]
+                for c in sorted(w.closure, key=lambda c: (c["runtime"], c["height"] * c["width"], c["model"]))]
+        lines += [""] + md_table(["model", "runtime", "res", "profiler", "components sum ms", "timed median ms",
+                                  "unprofiled ms (same moment)", f"within {W.AGREEMENT_BOUND:.0%} (timed / same moment)"],
+                                 rows)
     if w.agreement:
         rows = [[x["model"], x["runtime"], f"{x['height']}x{x['width']}", W._name(x["component"]),
                  f"{x['difference_ms']:.2f} ({x['difference_low']:.2f}-{x['difference_high']:.2f})",

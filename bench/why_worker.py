@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from collections import defaultdict
 from typing import Any
 
@@ -72,6 +73,7 @@ def profile_onnx(artifact: str, threads: int) -> dict[str, Any]:
             f"and without profiling; it is subtracted from each of the {p['kernels_per_run']:.0f} node events per run "
             f"(raw, this cell's kernels sum to {p['raw_kernel_ms']:.2f} ms; less the floor, {p['kernel_ms']:.2f} ms)")
     return {"tool": "onnxruntime profiler", "components_ms": p["components_ms"], "total_ms": p["kernel_ms"],
+            "plain_ms": p["plain_ms"],
             "kernel_ms": p["kernel_ms"], "raw_kernel_ms": p["raw_kernel_ms"], "profiled_run_ms": p["run_ms"],
             "raw_components_ms": p["raw_components_ms"], "profiler_floor_us": p["profiler_floor_us"],
             "nodes_per_run": p["kernels_per_run"], "iterations": ITERATIONS, "note": note}
@@ -99,9 +101,15 @@ def profile_executorch(artifact: str, threads: int) -> dict[str, Any]:
     if portable_lib._threadpool_get_thread_count() != threads:
         portable_lib._unsafe_reset_threadpool(int(threads))
     module, _ = _quiet(portable_lib._load_for_executorch, str(art.file), None, True)
+    plain, _ = _quiet(portable_lib._load_for_executorch, str(art.file), None, False)
     x = torch.from_numpy(np.ascontiguousarray(make_input(art.manifest)))
-    for _ in range(WARMUP + ITERATIONS):
+    plain_s = []
+    for i in range(WARMUP + ITERATIONS):  # each traced run beside an untraced one: the same moment
         module.forward([x])
+        t0 = time.perf_counter()
+        plain.forward([x])
+        if i >= WARMUP:
+            plain_s.append(time.perf_counter() - t0)
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "run.etdp")
         module.write_etdump_result_to_file(path)
@@ -148,6 +156,7 @@ def profile_executorch(artifact: str, threads: int) -> dict[str, Any]:
             f"the delegate call that no operator event covers is '{DELEGATE_REST}'; the components add up to "
             "Method::execute")
     return {"tool": "ExecuTorch ETDump", "components_ms": dict(comps), "total_ms": execute_ms or sum(comps.values()),
+            "plain_ms": float(np.median(plain_s)) * 1e3,
             "iterations": ITERATIONS, "note": note}
 
 
