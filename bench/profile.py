@@ -108,6 +108,19 @@ def node_components(onnx_path: Path, optimized_path: Path) -> dict[str, str]:
     return out
 
 
+def graph_summary(optimized_path: Path) -> dict[str, int]:
+    """What onnxruntime's optimizer made of the graph: convolutions, how many carry a fused activation, and the
+    layout reorders (NCHW <-> NCHWc) it inserted. A convolution whose output must reach memory unactivated (dynamic
+    ReLU reads it) cannot take its activation along."""
+    import onnx
+
+    nodes = onnx.load(str(optimized_path), load_external_data=False).graph.node
+    convs = [n for n in nodes if n.op_type in ("Conv", "FusedConv")]
+    fused = [n for n in convs if any(a.name == "activation" and a.s for a in n.attribute)]
+    return {"nodes": len(nodes), "convs": len(convs), "convs_fused_activation": len(fused),
+            "layout_reorders": sum(n.op_type in ("ReorderInput", "ReorderOutput") for n in nodes)}
+
+
 CHAIN_NODES = 1000  # the calibration graph: this many trivial binary nodes on an 8-float tensor
 
 
@@ -220,6 +233,7 @@ def profile(art, threads: int, iterations: int, warmup: int) -> dict[str, Any]:
         sess = make()
         plain = _session(str(art.file), threads, None)[1]()
         components = node_components(art.file, Path(opts.optimized_model_filepath))
+        graph = graph_summary(Path(opts.optimized_model_filepath))
         h, w = art.manifest["resolution"]
         x = np.random.default_rng(0).standard_normal((1, 3, h, w), dtype=np.float32)
         name = sess.get_inputs()[0].name
@@ -233,7 +247,7 @@ def profile(art, threads: int, iterations: int, warmup: int) -> dict[str, Any]:
         trace = json.loads(Path(sess.end_profiling()).read_text())
     out = attribute(trace, components, warmup, iterations, floor)
     return {"model": art.manifest["model"], "resolution": [h, w], "threads": threads, "iterations": iterations,
-            "plain_ms": float(np.median(plain_s)) * 1e3, **out}
+            "plain_ms": float(np.median(plain_s)) * 1e3, "graph": graph, **out}
 
 
 def render(results: list[dict[str, Any]], out_dir: Path) -> list[Path]:

@@ -248,13 +248,27 @@ def _profiles(a: Analysis, ok: list[dict], idx: dict, profiles: dict[str, dict],
             diff = next((c for c in w.components if c.method == "difference" and c.component == d.component
                          and c.runtime == r["runtime"] and c.height == r["height"] and c.width == r["width"]
                          and c.model == models.model_label(base, {})), None)
-            prof = sum(comps.get(c, 0.0) for c in d.profile)
-            if diff is not None:
-                w.agreement.append({"model": diff.model, "runtime": r["runtime"], "height": r["height"],
-                                    "width": r["width"], "component": d.component, "difference_ms": diff.ms,
-                                    "difference_low": diff.ms_low, "difference_high": diff.ms_high,
-                                    "profile_ms": prof, "profile_parts": list(d.profile),
-                                    "inside": diff.ms_low <= prof <= diff.ms_high})
+            if diff is None:
+                continue
+            other = idx.get((r["runtime"], base, _frozen(dict(d.without_overrides)), r["height"], r["width"]))
+            po = profiles.get(other["cell_key"]) if other is not None else None
+            oc = (po or {}).get("components_ms") or {}
+            if oc:  # both cells profiled: the difference of the two profiles, and where it lands
+                shift = {c: comps.get(c, 0.0) - oc.get(c, 0.0) for c in sorted(set(comps) | set(oc))}
+                prof = (p.get("total_ms") or sum(comps.values())) - (po.get("total_ms") or sum(oc.values()))
+                how = "profile difference"
+            else:  # only this cell: the profile components named for the difference
+                shift = {c: comps.get(c, 0.0) for c in d.profile}
+                prof = sum(shift.values())
+                how = "profile components"
+            w.agreement.append({"model": diff.model, "runtime": r["runtime"], "height": r["height"],
+                                "width": r["width"], "component": d.component, "difference_ms": diff.ms,
+                                "difference_low": diff.ms_low, "difference_high": diff.ms_high,
+                                "profile_ms": prof, "profile_parts": list(d.profile), "method": how,
+                                "shift": dict(sorted(shift.items(), key=lambda kv: -abs(kv[1]))),
+                                "graphs": [(p.get("graph") or {}), ((po or {}).get("graph") or {})],
+                                "cells": [r["model_label"], other["model_label"] if other is not None else ""],
+                                "inside": diff.ms_low <= prof <= diff.ms_high})
 
 
 # --------------------------------------------------------------------------------------------- sentences
@@ -446,6 +460,28 @@ def feedback_sentences(w: Why) -> list[str]:
                    f"{paired}{g.value:+.1%} (95% CI {g.low:+.1%} to {g.high:+.1%}; positive = the {m['mode']} mode "
                    f"is faster), paired round by round (the medians over all rounds are {m['mode_ms']:.2f} and "
                    f"{m['default_ms']:.2f} ms; a round-by-round pairing cancels the drift the medians carry).")
+    return out
+
+
+def landing_sentences(w: Why) -> list[str]:
+    """Where a difference lands, by profile: the components whose time changes between the two cells, and what
+    the optimizer did differently (fused activations, layout reorders) where the runtime says."""
+    out = []
+    for x in w.agreement:
+        if x.get("method") != "profile difference":
+            continue
+        top = [(c, v) for c, v in x["shift"].items() if abs(v) >= 0.05 * max(abs(x["profile_ms"]), 1e-9)][:4]
+        parts = ", ".join(f"{c} {v:+.2f} ms" for c, v in top)
+        g_with, g_without = x["graphs"]
+        graph = ""
+        if g_with.get("convs") and g_without.get("convs"):
+            graph = (f"; onnxruntime fuses the activation into {g_without['convs_fused_activation']} of "
+                     f"{g_without['convs']} convolutions of {x['cells'][1]} but {g_with['convs_fused_activation']} of "
+                     f"{g_with['convs']} of {x['cells'][0]}, and inserts {g_with['layout_reorders']} layout reorders "
+                     f"against {g_without['layout_reorders']}")
+        out.append(f"On {x['runtime']} at {x['height']}x{x['width']}, {_name(x['component'])} of {x['model']} "
+                   f"({x['difference_ms']:.2f} ms by difference) is {x['profile_ms']:.2f} ms by the difference of "
+                   f"the two cells' profiles, landing on {parts}{graph}.")
     return out
 
 

@@ -184,6 +184,7 @@ def markdown(a: Analysis, w: W.Why, plots: list[str], formats: list[str], versio
             lines += ["![feedback](why_feedback.png)", ""]
     lines += ["### Attribution by profile", ""]
     lines += [f"- {s}" for s in W.agreement_sentences(w)]
+    lines += [f"- {s}" for s in W.landing_sentences(w)]
     for fmt in formats:
         if fmt in w.profile_notes:
             lines.append(f"- {fmt}: {w.profile_notes[fmt]}.")
@@ -209,9 +210,11 @@ def markdown(a: Analysis, w: W.Why, plots: list[str], formats: list[str], versio
     if w.agreement:
         rows = [[x["model"], x["runtime"], f"{x['height']}x{x['width']}", W._name(x["component"]),
                  f"{x['difference_ms']:.2f} ({x['difference_low']:.2f}-{x['difference_high']:.2f})",
-                 f"{x['profile_ms']:.2f}", " + ".join(x["profile_parts"])] for x in w.agreement]
+                 f"{x['profile_ms']:.2f}", x.get("method", "profile components"),
+                 (", ".join(f"{c} {v:+.2f}" for c, v in list(x["shift"].items())[:4]) if x.get("shift")
+                  else " + ".join(x["profile_parts"]))] for x in w.agreement]
         lines += [""] + md_table(["model", "runtime", "res", "component", "difference ms (95% CI)", "profile ms",
-                                  "profile components"], rows)
+                                  "by", "where it lands (ms)"], rows)
     return "\n".join(lines) + "\n"
 
 

@@ -73,7 +73,7 @@ def profile_onnx(artifact: str, threads: int) -> dict[str, Any]:
             f"and without profiling; it is subtracted from each of the {p['kernels_per_run']:.0f} node events per run "
             f"(raw, this cell's kernels sum to {p['raw_kernel_ms']:.2f} ms; less the floor, {p['kernel_ms']:.2f} ms)")
     return {"tool": "onnxruntime profiler", "components_ms": p["components_ms"], "total_ms": p["kernel_ms"],
-            "plain_ms": p["plain_ms"],
+            "plain_ms": p["plain_ms"], "graph": p["graph"],
             "kernel_ms": p["kernel_ms"], "raw_kernel_ms": p["raw_kernel_ms"], "profiled_run_ms": p["run_ms"],
             "raw_components_ms": p["raw_components_ms"], "profiler_floor_us": p["profiler_floor_us"],
             "nodes_per_run": p["kernels_per_run"], "iterations": ITERATIONS, "note": note}

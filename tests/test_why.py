@@ -174,6 +174,23 @@ def test_profile_rows_and_their_checks():
     assert "add up within 10% in 0 of 1 cells" in text[2] and "differ from the timed medians by 15%" in text[2]
 
 
+def test_a_difference_by_two_profiles_says_where_it_lands():
+    rows = ablation_rows(128)  # full 20 ms, dyrelu=false 17 ms
+    g = lambda fused, reorders: {"convs": 10, "convs_fused_activation": fused, "layout_reorders": reorders}  # noqa
+    profiles = {rows[0]["cell_key"]: {"tool": "onnxruntime profiler", "total_ms": 20.5, "graph": g(0, 12),
+                                      "components_ms": {"conv": 12.0, "DyReLU hyper-MLPs": 0.5, "Former": 8.0}},
+                rows[1]["cell_key"]: {"tool": "onnxruntime profiler", "total_ms": 17.5, "graph": g(8, 4),
+                                      "components_ms": {"conv": 9.5, "Former": 8.0}}}
+    w = why.analyse_why(analysis.analyse(RUN, rows), profiles)
+    ag = next(x for x in w.agreement if x["component"] == "dyrelu")
+    assert ag["method"] == "profile difference" and ag["profile_ms"] == pytest.approx(3.0) and ag["inside"]
+    assert list(ag["shift"])[:2] == ["conv", "DyReLU hyper-MLPs"]
+    (text,) = [t for t in why.landing_sentences(w) if "dynamic ReLU" in t]
+    assert "landing on conv +2.50 ms, DyReLU hyper-MLPs +0.50 ms" in text
+    assert ("fuses the activation into 8 of 10 convolutions of mobileformer_294m:dyrelu=false but 0 of 10 of "
+            "mobileformer_294m, and inserts 12 layout reorders against 4") in text
+
+
 def test_profile_attribution_subtracts_the_profilers_floor_from_every_node():
     from bench.profile import attribute
 
