@@ -475,10 +475,12 @@ def landing_sentences(w: Why) -> list[str]:
         g_with, g_without = x["graphs"]
         graph = ""
         if g_with.get("convs") and g_without.get("convs"):
-            graph = (f"; onnxruntime fuses the activation into {g_without['convs_fused_activation']} of "
-                     f"{g_without['convs']} convolutions of {x['cells'][1]} but {g_with['convs_fused_activation']} of "
-                     f"{g_with['convs']} of {x['cells'][0]}, and inserts {g_with['layout_reorders']} layout reorders "
-                     f"against {g_without['layout_reorders']}")
+            fw, fo = g_with["convs_fused_activation"], g_without["convs_fused_activation"]
+            fused = (f"onnxruntime fuses the activation into {fo} of {g_without['convs']} convolutions of "
+                     f"{x['cells'][1]} but {fw} of {g_with['convs']} of {x['cells'][0]}" if fw != fo else
+                     f"both graphs fuse the activation into {fw} of {g_with['convs']} convolutions")
+            graph = (f"; {fused}, and {x['cells'][0]} has {g_with['layout_reorders']} layout reorders against "
+                     f"{g_without['layout_reorders']}")
         out.append(f"On {x['runtime']} at {x['height']}x{x['width']}, {_name(x['component'])} of {x['model']} "
                    f"({x['difference_ms']:.2f} ms by difference) is {x['profile_ms']:.2f} ms by the difference of "
                    f"the two cells' profiles, landing on {parts}{graph}.")
