@@ -292,13 +292,26 @@ def answer(a: Analysis, strong: Callable[[str], str] = markdown_strong) -> list[
     no subject / baseline pair was measured (see no_pair_text)."""
     if not a.pairs:
         return []
-    items = [pair_sentence(p, strong) for p in a.pairs]
+    pairs = a.pairs
+    if str((a.run.get("args") or {}).get("plan", "")).startswith("why"):
+        # a why run's ablation variants are there to be differenced: the answer compares the subject as built
+        # (every pair is still in the ratio tables and ratios.csv)
+        pairs = [p for p in pairs if ":" not in p.numer] or pairs
+    items = [pair_sentence(p, strong) for p in pairs]
+    if len(pairs) < len(a.pairs):
+        items.append(f"The {len(a.pairs) - len(pairs)} comparisons of the ablation variants with the baselines are "
+                     "in the ratio tables below and in ratios.csv.")
+    return items + _marks(a) + noise_lines(a) + contention_lines(a)
+
+
+def _marks(a: Analysis) -> list[str]:
+    items = []
     if any(any(p.unstable) for p in a.pairs):
         items.append("Points that involve a cell flagged unstable are marked `*` in the ratio tables below.")
     if any(p.curve.aggregates for p in a.pairs):
         items.append(f"Points that involve a cell with aggregates only are marked `{AGG_MARK}` in the ratio tables "
                      "below: their ratios compare the programs' printed medians (or means) and have no interval.")
-    return items + noise_lines(a) + contention_lines(a)
+    return items
 
 
 def console_lines(a: Analysis) -> list[str]:

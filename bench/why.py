@@ -25,6 +25,7 @@ from bench.stats import CellSamples, round_statistic
 from models.common import median
 
 PER_UNIT = "per_unit"  # the component name of the per-unit slope in why.csv is f"per_{unit}" ("per_token")
+OUTSIDE_OPERATORS = "XNNPACK delegate outside its operators"  # bench/why_worker.py DELEGATE_REST starts so
 AGREEMENT_BOUND = 0.10  # the profiled components of a cell must add up to its measured median within this
 
 
@@ -404,6 +405,25 @@ def fit_sentences(w: Why) -> list[str]:
     return out
 
 
+def overhead_sentences(w: Why) -> list[str]:
+    """Where a profile names a cost outside the operators (ExecuTorch: the delegate's time no operator event
+    covers), set it beside the fitted fixed cost of the same model and runtime."""
+    out = []
+    for f in w.fits:
+        if f["overrides"] or f["role"] not in ("subject", "baseline"):
+            continue
+        rest = sorted((c for c in w.components if c.method == "profile" and c.model == f["model"]
+                       and c.runtime == f["runtime"] and c.component.startswith(OUTSIDE_OPERATORS)),
+                      key=lambda c: c.height * c.width)
+        if len(rest) < 2:
+            continue
+        at = " and ".join(f"{c.ms:.2f} ms at {c.height}x{c.width}" for c in (rest[0], rest[-1]))
+        out.append(f"On {f['runtime']}, {f['model']}: the profile's time outside the operators ({rest[0].component}) "
+                   f"is {at}, beside a fitted fixed cost of {f['fixed_ms']:.2f} ms (95% CI {f['fixed_low_ms']:.2f}-"
+                   f"{f['fixed_high_ms']:.2f}).")
+    return out
+
+
 def _series(items: list[dict[str, Any]], *fields: str) -> list[tuple[tuple, list[dict[str, Any]]]]:
     """Items grouped by `fields`, each group ordered by pixel count (smallest resolution first)."""
     groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
@@ -438,8 +458,11 @@ def component_fit_sentences(w: Why) -> list[str]:
                    f"MAdds at {lo['height']}x{lo['width']} ({_pct(lo['share_peak'])} of the peak) and "
                    f"{hi['ms']:.2f} ms for {hi['gmadds'] * 1e3:.1f} M at {hi['height']}x{hi['width']} "
                    f"({_pct(hi['share_peak'])}); {hi['gmadds'] / lo['gmadds']:.1f}x the MAdds cost "
-                   f"{hi['ms'] / lo['ms']:.1f}x the time, and {max(fixed, 0.0):.2f} ms of it does not scale with "
-                   f"the MAdds ({_pct(max(fixed, 0.0) / lo['ms'])} of it at {lo['height']}x{lo['width']}).")
+                   f"{hi['ms'] / lo['ms']:.1f}x the time, "
+                   + (f"and {fixed:.2f} ms of it does not scale with the MAdds ({_pct(fixed / lo['ms'])} of it at "
+                      f"{lo['height']}x{lo['width']})." if fixed > 0 else
+                      "so none of it is a fixed cost: its time grows faster than its MAdds, and it runs further "
+                      "from the peak as the image grows."))
     return out
 
 

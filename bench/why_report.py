@@ -163,7 +163,8 @@ def markdown(a: Analysis, w: W.Why, plots: list[str], formats: list[str], versio
         if "why_ablation" in plots:
             lines += ["![ablations](why_ablation.png)", ""]
     if w.fits:
-        lines += ["### The fixed cost", ""] + [f"- {s}" for s in W.fit_sentences(w)] + [""]
+        lines += ["### The fixed cost", ""] + [f"- {s}" for s in W.fit_sentences(w) + W.overhead_sentences(w)]
+        lines += [""]
         lines += md_table(["model", "runtime", "fixed ms (95% CI)", "ms / GMAdd", "peak GMAdd/s"],
                           [[f["model"], f["runtime"], f"{f['fixed_ms']:.2f} ({f['fixed_low_ms']:.2f}-"
                             f"{f['fixed_high_ms']:.2f})", f"{f['ms_per_gmadd']:.2f}", _f(f["peak_gmadds_per_s"], ".1f")]

@@ -277,3 +277,33 @@ def test_the_executorch_profile_adds_up_to_method_execute_and_says_what_it_canno
     assert sum(p["components_ms"].values()) == pytest.approx(p["total_ms"], rel=1e-6, abs=0.006)
     assert any(k.startswith("XNNPACK convolution") for k in p["components_ms"])
     assert "empty debug-handle map" in p["note"] and why_worker.DELEGATE_REST in p["note"]
+
+
+def test_a_why_runs_answer_compares_the_subject_as_built_and_a_component_without_fixed_part():
+    base = [row("mobilenetv3_large_100", "mobilenetv3", r, 5.0 * r / 128, madds=int(50e6 * (r / 128) ** 2))
+            for r in (128, 256)]
+    rows = ablation_rows(128) + ablation_rows(256, scale=2.0) + base
+    a = analysis.analyse(RUN, rows)
+    items = analysis.answer(a)
+    compared = [t for t in items if " vs mobilenetv3_large_100" in t]
+    assert len(compared) == 1 and "mobileformer_294m vs" in compared[0]
+    assert any(t.startswith(f"The {len(a.pairs) - 1} comparisons of the ablation variants") for t in items)
+    plain = analysis.analyse({**RUN, "args": {**RUN["args"], "plan": ""}}, rows)
+    assert len([t for t in analysis.answer(plain) if " vs mobilenetv3_large_100" in t]) == len(plain.pairs)
+    w = why.analyse_why(a)
+    w.peaks["onnx"] = 40.0
+    w.components = [why.Component(M, "onnx", r, r, "former_bridges", "difference", ms, ms, ms, 0.3, 0.2, madds=m)
+                    for r, ms, m in ((128, 3.0, 25e6), (256, 18.0, 75e6))]  # 3x the MAdds, 6x the time
+    (text,) = why.component_fit_sentences(w)
+    assert "3.0x the MAdds cost 6.0x the time, so none of it is a fixed cost" in text
+
+
+def test_the_time_outside_the_operators_is_set_beside_the_fixed_cost():
+    rows = ablation_rows(128) + ablation_rows(256, scale=2.0)
+    w = why.analyse_why(analysis.analyse(RUN, rows))
+    name = why.OUTSIDE_OPERATORS + " (set-up, copies)"
+    w.components += [why.Component(M, "onnx", r, r, name, "profile", ms, None, None, None, None)
+                     for r, ms in ((128, 2.5), (256, 2.75))]
+    (text,) = why.overhead_sentences(w)
+    assert text.startswith("On onnx, mobileformer_294m: the profile's time outside the operators")
+    assert "is 2.50 ms at 128x128 and 2.75 ms at 256x256, beside a fitted fixed cost of 12.00 ms" in text
