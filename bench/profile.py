@@ -156,10 +156,9 @@ _FLOORS: dict[int, float] = {}
 def profiler_floor_us(threads: int, runs: int = 30, warmup: int = 5) -> float:
     """What onnxruntime's profiler adds to each node's `_kernel_time` event on this machine, in microseconds.
 
-    Measured, not assumed: a chain of CHAIN_NODES trivial binary nodes (Add/Mul of 8 floats and a constant: two inputs, like most
-    of a vision model's nodes) runs with and without the
-    profiler, interleaved; the floor is the profiled mean event duration minus the whole unprofiled time per node
-    (so it is a lower bound on the overhead: the unprofiled time includes the executor's own step). Mobile-Former
+    Measured, not assumed: a chain of CHAIN_NODES trivial binary nodes (Add/Mul of 8 floats and a constant: two
+    inputs, like most of a vision model's nodes) runs with and without the profiler, interleaved; the floor is the
+    profiled mean event duration minus the whole unprofiled time per node (so it is a lower bound on the overhead: the unprofiled time includes the executor's own step). Mobile-Former
     has ~1,250 nodes per run, most of them tiny, so this floor is most of what profiling adds (docs/why.md)."""
     if threads in _FLOORS:
         return _FLOORS[threads]
@@ -226,12 +225,14 @@ def profile(art, threads: int, iterations: int, warmup: int) -> dict[str, Any]:
     the profiler's own per-node cost measured on this machine (profiler_floor_us)."""
     import time
 
+    import export
+
     floor = profiler_floor_us(threads)
     with tempfile.TemporaryDirectory() as tmp:
         opts, make = _session(str(art.file), threads, tmp)
         opts.optimized_model_filepath = os.path.join(tmp, "optimized.onnx")
         sess = make()
-        plain = _session(str(art.file), threads, None)[1]()
+        plain = export.load(art, threads=threads)  # the runtime exactly as the timed cells load it
         components = node_components(art.file, Path(opts.optimized_model_filepath))
         graph = graph_summary(Path(opts.optimized_model_filepath))
         h, w = art.manifest["resolution"]
@@ -241,7 +242,7 @@ def profile(art, threads: int, iterations: int, warmup: int) -> dict[str, Any]:
         for i in range(warmup + iterations):  # each profiled run beside an unprofiled one: the same moment
             sess.run(None, {name: x})
             t0 = time.perf_counter()
-            plain.run(None, {name: x})
+            plain(x)
             if i >= warmup:
                 plain_s.append(time.perf_counter() - t0)
         trace = json.loads(Path(sess.end_profiling()).read_text())

@@ -350,7 +350,8 @@ def headline(w: Why) -> tuple[list[str], list[list[str]]]:
         pt = None if f is None else next((p for p in f["points"] if (p["height"], p["width"]) == k[2:]), None)
         if pt is None:
             return "needs two resolutions"
-        return f"{f['fixed_ms']:.2f} ms ({f['fixed_low_ms']:.2f} to {f['fixed_high_ms']:.2f}) = {_pct(pt['fixed_share'])}"
+        return (f"{f['fixed_ms']:.2f} ms ({f['fixed_low_ms']:.2f} to {f['fixed_high_ms']:.2f}) = "
+                f"{_pct(pt['fixed_share'])}")
 
     def peak_cell(k):
         e = next((e for e in w.efficiency if (e["model"], e["runtime"], e["height"], e["width"]) == k), None)

@@ -205,9 +205,9 @@ def markdown(a: Analysis, w: W.Why, plots: list[str], formats: list[str], versio
                  ("yes" if c["ok"] else "no") + ("" if c.get("ok_plain") is None else
                                                  " / " + ("yes" if c["ok_plain"] else "no"))]
                 for c in sorted(w.closure, key=lambda c: (c["runtime"], c["height"] * c["width"], c["model"]))]
+        bound = f"within {W.AGREEMENT_BOUND:.0%} (timed / same moment)"
         lines += [""] + md_table(["model", "runtime", "res", "profiler", "components sum ms", "timed median ms",
-                                  "unprofiled ms (same moment)", f"within {W.AGREEMENT_BOUND:.0%} (timed / same moment)"],
-                                 rows)
+                                  "unprofiled ms (same moment)", bound], rows)
     if w.agreement:
         rows = [[x["model"], x["runtime"], f"{x['height']}x{x['width']}", W._name(x["component"]),
                  f"{x['difference_ms']:.2f} ({x['difference_low']:.2f}-{x['difference_high']:.2f})",
