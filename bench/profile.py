@@ -158,8 +158,9 @@ def profiler_floor_us(threads: int, runs: int = 30, warmup: int = 5) -> float:
 
     Measured, not assumed: a chain of CHAIN_NODES trivial binary nodes (Add/Mul of 8 floats and a constant: two
     inputs, like most of a vision model's nodes) runs with and without the profiler, interleaved; the floor is the
-    profiled mean event duration minus the whole unprofiled time per node (so it is a lower bound on the overhead: the unprofiled time includes the executor's own step). Mobile-Former
-    has ~1,250 nodes per run, most of them tiny, so this floor is most of what profiling adds (docs/why.md)."""
+    profiled mean event duration minus the whole unprofiled time per node (so it is a lower bound on the overhead:
+    the unprofiled time includes the executor's own step). Mobile-Former has ~1,250 nodes per run, most of them
+    tiny, so this floor is most of what profiling adds (docs/why.md)."""
     if threads in _FLOORS:
         return _FLOORS[threads]
     import time
