@@ -48,8 +48,8 @@ def _discover_kinds() -> None:
 
 
 # the measuring process and its pipe protocol, the ssh plumbing, parsers and programs run on devices: no KIND there
-_NOT_KINDS = {"base", "worker", "subproc", "remote", "probe", "parsers", "adb_parse", "ios_bench", "verify", "apple",
-              "native"}
+_NOT_KINDS = {"base", "worker", "subproc", "remote", "probe", "parsers", "parse_base", "parse_raw", "adb_parse",
+              "ios_bench", "verify", "apple", "native"}
 
 
 def _read_profiles(path: Path) -> dict[str, dict[str, Any]]:
