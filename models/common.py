@@ -41,6 +41,12 @@ def check_name(value: str, what: str) -> str:
     return value
 
 
+def brief(value: object, limit: int = 60) -> str:
+    """repr(value) cut to `limit` characters: a value someone else wrote, quoted in a one-line error."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def inside(path: str | Path, root: str | Path, what: str) -> Path:
     """`path` resolved, after proving it lies strictly inside `root` (both resolved, symlinks followed)."""
     root_r = Path(root).resolve()
