@@ -10,6 +10,7 @@ from pathlib import Path
 from models import defaults
 from models.common import MAX_SEED, ROOT, bounded_int, check_name, finite_positive, print_table
 from models.errors import ToolkitError, cli_main
+from models.escape import escape
 
 DEFAULT_STORE = ROOT / "results" / "results.sqlite"
 DEFAULT_REPORTS = ROOT / "reports"
@@ -194,11 +195,11 @@ def cmd_import(args: argparse.Namespace, argv: list[str] | None) -> int:
                                     argv=["python", "-m", "bench", *(argv if argv is not None else sys.argv[1:])])
     finally:
         store.close()
-    for o in res.outcomes:
+    for o in res.outcomes:  # a file name or an output may hold anything: each outcome stays one line
         if o.status == "bad":
-            print(f"bench: error: {o.line}", file=sys.stderr)
+            print(f"bench: error: {escape(o.line, 'terminal')}", file=sys.stderr)
         else:
-            print(o.line)
+            print(escape(o.line, "terminal"))
     added = sum(o.status == "added" for o in res.outcomes)
     print(f"run {res.run_id}: {added} cell(s) added, {sum(o.status == 'duplicate' for o in res.outcomes)} already "
           f"there, {len(res.failed)} file(s) refused; `python -m bench report --run {res.run_id}` renders it")
@@ -229,15 +230,15 @@ def cmd_run(args: argparse.Namespace, argv: list[str] | None) -> int:
     if res.failures:
         print("failures:")
         for f in res.failures:
-            print(f"  {f}")
+            print(f"  {escape(f, 'terminal')}")
     if res.report:
         if res.answer:
-            print("\n".join(res.answer))
+            print("\n".join(escape(line, "terminal") for line in res.answer))
         print(f"report: {res.report / 'report.md'} (and report.html, results.csv, *.png); latest: "
               f"{res.report.parent / 'latest'}")
     print(f"store:  {res.store} (run {res.run_id})")
     if res.report_error:
-        print(f"bench: error: report not written: {res.report_error} (every cell is in the store; "
+        print(f"bench: error: report not written: {escape(res.report_error, 'terminal')} (every cell is in the store; "
               f"`python -m bench report --run {res.run_id}` writes it later)", file=sys.stderr)
         return 2
     return 130 if res.interrupted else (3 if res.gone else 0)
@@ -252,7 +253,7 @@ def cmd_report(args: argparse.Namespace, argv: list[str] | None) -> int:
     if len(run_ids) > 1:
         combined = report.render_devices(store, run_ids, args.reports)
         if combined.answer:
-            print("\n".join(combined.answer))
+            print("\n".join(escape(line, "terminal") for line in combined.answer))
         print(f"report: {combined.path / 'report.md'} (and {', '.join(sorted(report.DEVICES_FILES - {'report.md'}))})")
         return 0
     run_id = run_ids[0] if run_ids else None
@@ -264,7 +265,7 @@ def cmd_report(args: argparse.Namespace, argv: list[str] | None) -> int:
     rendered = report.render_report(store, run_id, args.reports)
     path = rendered.path
     if rendered.answer:
-        print("\n".join(rendered.answer))
+        print("\n".join(escape(line, "terminal") for line in rendered.answer))
     print(f"report: {path / 'report.md'} (and report.html, results.csv, *.png); latest: {path.parent / 'latest'}")
     return 0
 

@@ -241,6 +241,11 @@ class Store:
             self.conn.execute("BEGIN IMMEDIATE")
             try:
                 yield self.conn
+            except OverflowError:  # a Python int beyond SQLite's 64-bit INTEGER: nothing of the row is written
+                with contextlib.suppress(sqlite3.Error):
+                    self.conn.execute("ROLLBACK")
+                raise ToolkitError(f"a number is beyond what {self.path} can store (64-bit integers); nothing "
+                                   "written") from None
             except BaseException:
                 with contextlib.suppress(sqlite3.Error):
                     self.conn.execute("ROLLBACK")
@@ -398,6 +403,10 @@ class Store:
             r["unstable"] = bool(r["unstable"]) if r["unstable"] is not None else None
             r["raw_samples"] = r["raw_samples"] != 0  # NULL (every measured cell) or 1: samples_ms are raw
         return rows
+
+    def cell(self, run_id: str, cell_key: str) -> dict[str, Any] | None:
+        """One stored cell (decoded as `cells` decodes them), or None."""
+        return next((c for c in self.cells(run_id) if c["cell_key"] == cell_key), None)
 
     def known_size(self, model: str, overrides: str, height: int, width: int) -> tuple[int, int] | None:
         """Params and MAdds of a model at a resolution, from any stored cell."""
