@@ -49,6 +49,7 @@ from export.hostlock import DeviceLock, timing_cores
 from models import defaults
 from models.common import check_name, git_commit, median
 from models.errors import ToolkitError
+from models.escape import escape
 
 
 # --------------------------------------------------------------------------------------------- cells and arguments
@@ -328,8 +329,7 @@ def cell_row(run_id: str, seq: int, cell: Cell, *, args: SweepArgs, status: str,
     }
     if measurement is not None:
         rounds = measurement.rounds or None
-        s = stats.summarize(measurement.samples_ms, measurement.cpu_samples_ms or None, threads=cell.threads,
-                            rounds=rounds)
+        s = summary(measurement, cell.threads)
         row.update({
             "iterations": len(measurement.samples_ms), "session": session, "n_rounds": s.n_rounds,
             "per_round": measurement.per_round, "switch_warmup": measurement.switch_warmup, "round_cv": s.round_cv,
@@ -350,6 +350,16 @@ def cell_row(run_id: str, seq: int, cell: Cell, *, args: SweepArgs, status: str,
             **({} if measurement.raw_samples else {"raw_samples": 0}),
         })
     return row
+
+
+def summary(m: Any, threads: int) -> stats.Summary:
+    """The statistics of a measurement (bench/stats.py). A program that prints only aggregates, timed in one chunk
+    (`--rounds 1` on a phone), gives one value: it is the cell's mean and median, and nothing else is known."""
+    if not m.raw_samples and len(m.samples_ms) == 1:
+        v = float(m.samples_ms[0])
+        return stats.Summary(n=1, mean=v, median=v, p10=None, p90=None, std=None, min=v, max=v, cv=None,
+                             ci95_low=None, ci95_high=None, unstable=False)
+    return stats.summarize(m.samples_ms, m.cpu_samples_ms or None, threads=threads, rounds=m.rounds or None)
 
 
 # --------------------------------------------------------------------------------------------- interrupts
@@ -504,7 +514,8 @@ def _run_locked(args: SweepArgs, opts: Options, console: Any, device: Any, store
         console.print(f"interrupted: {len(rows)} of {len(cells)} cells are stored in {opts.store}; run the same "
                       "command again to resume")
     elif result.gone:
-        console.print(f"stopped: {result.gone}. {len(rows)} of {len(cells)} cells are stored in {opts.store}; "
+        console.print(f"stopped: {escape(result.gone, 'terminal')}. {len(rows)} of {len(cells)} cells are stored "
+                      f"in {opts.store}; "
                       f"when the device is back, run the same command to resume (add --retry-failed to measure the "
                       f"cells that failed again; check it first with `python -m devices check {device.name}`)",
                       markup=False)
@@ -635,8 +646,8 @@ def export_cells(work: WorkContext, runnable: list[Cell], exporters: list[Worker
                 else:
                     work.save(cell, status="failed", stage=reply["stage"], error=reply["error"], manifest=manifest,
                               artifact=reply.get("artifact"))
-                    progress.console.print(f"  failed  {cell.label()}: [{reply['stage']}] {reply['error']}",
-                                           markup=False)
+                    progress.console.print(f"  failed  {cell.label()}: [{reply['stage']}] "
+                                           f"{escape(reply['error'], 'terminal')}", markup=False)
                 progress.advance(task)
     except BaseException:
         for w in exporters:  # unblock the threads waiting on a child for good, then drop queued groups
@@ -779,8 +790,8 @@ def time_pass(device: Any, cells: list[Cell], paths: list[str], args: SweepArgs,
         if len(cells) == 1 or exc.stage == "transport":  # the device is unreachable: its members would be too
             return [exc] * len(cells)
         if say:
-            say(f"  group   {_group_label(cells[0])}: [{exc.stage}] {exc}; timing its members one by one",
-                markup=False)
+            say(f"  group   {_group_label(cells[0])}: [{exc.stage}] {escape(str(exc), 'terminal')}; timing its "
+                "members one by one", markup=False)
         results = []
         for i in everyone:
             try:
@@ -890,17 +901,17 @@ def time_cells(work: WorkContext, todo: list[Cell], artifacts: dict[str, tuple[s
                                    f"{args.per_round}", markup=False)
             for cell, m in zip(g, results):
                 if isinstance(m, Measurement):
-                    s = stats.summarize(m.samples_ms, m.cpu_samples_ms or None, threads=cell.threads,
-                                        rounds=m.rounds or None)
-                    spread = f", rounds disagree {s.round_cv:.1%}" if s.round_cv is not None else f", cv {s.cv:.1%}"
+                    s = summary(m, cell.threads)
+                    spread = f", rounds disagree {s.round_cv:.1%}" if s.round_cv is not None else \
+                        f", cv {s.cv:.1%}" if s.cv is not None else ", one printed aggregate"
                     flag = "" if s.contention is None else f", wall/CPU {1 + s.contention:.2f}"
                     flag += "  UNSTABLE" if s.unstable else ""
                     progress.console.print(f"  ok      {cell.label()}: median {s.median:.2f} ms, mean {s.mean:.2f} ms"
                                            f"{spread}{flag}", markup=False)
                     work.result.measured += 1
                 else:
-                    progress.console.print(f"  failed  {cell.label()}: [{getattr(m, 'stage', 'run')}] {m}",
-                                           markup=False)
+                    progress.console.print(f"  failed  {cell.label()}: [{getattr(m, 'stage', 'run')}] "
+                                           f"{escape(str(m), 'terminal')}", markup=False)
                 progress.advance(mtask)
 
         give_up = getattr(device, "give_up_after", None)  # remote kinds: transport failures in a row tolerated
