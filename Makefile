@@ -2,14 +2,27 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-PYTHON     ?= $(shell command -v python3.11 || command -v python3)
-LOCK       := requirements.lock
-LOCK_HASH  := $(shell sha256sum $(LOCK) | cut -c1-16)
+# Settings read from the environment or the command line (PYTHON, VENV_CACHE, XDG_CACHE_HOME, HOME) are raw text
+# as well: `$(value ...)` takes them unexpanded, so `VENV_CACHE='$(shell ...)' make help` runs nothing; recipes
+# read them from the environment ("$$VENV_DIR"). The toolkit's own names are not settings (override). Any variable
+# given on the command line is made raw text first (make would expand it when it exports it to a recipe).
+$(foreach v,$(.VARIABLES),$(if $(filter command line,$(origin $(v))),$(eval override $(v) := $$(value $(v)))))
+ifeq ($(origin PYTHON),undefined)
+PYTHON     := $(shell command -v python3.11 || command -v python3)
+else
+override PYTHON := $(value PYTHON)
+endif
+override LOCK       := requirements.lock
+override LOCK_HASH  := $(shell sha256sum requirements.lock | cut -c1-16)
 # The environment is built once per lock file and reused (a fresh clone links .venv to it).
-VENV_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/mobile-deploy-toolkit
-VENV_DIR   := $(VENV_CACHE)/venv-$(LOCK_HASH)
-VENV       := .venv
-PY         := $(VENV)/bin/python
+ifeq ($(origin VENV_CACHE),undefined)
+override VENV_CACHE := $(if $(value XDG_CACHE_HOME),$(value XDG_CACHE_HOME),$(value HOME)/.cache)/mobile-deploy-toolkit
+else
+override VENV_CACHE := $(value VENV_CACHE)
+endif
+override VENV_DIR   := $(VENV_CACHE)/venv-$(LOCK_HASH)
+override VENV       := .venv
+override PY         := $(VENV)/bin/python
 
 # export: make export TARGET=coreml MODEL=<name>[:key=value] RES=224 [PRECISION=fp16]
 # why:    make why [MODELS=a,b] [FORMATS=onnx] [RES=128,512] [ITERS=100] [THREADS=1] [DEVICE=host]
@@ -37,7 +50,7 @@ help:
 	@echo "make report   re-render the latest report from results/results.sqlite"
 	@echo "make models   the model table"
 	@echo "make native   build the native ExecuTorch runner (et-bench; cmake and a C++ compiler; cached)"
-	@echo "make setup    only build .venv from $(LOCK) (cached by its hash in $(VENV_CACHE))"
+	@echo "make setup    only build .venv from $(LOCK) (cached by its hash in $$VENV_CACHE)"
 
 setup:
 	@if [ ! -f "$$VENV_DIR/.complete" ]; then \
