@@ -72,7 +72,8 @@ def parse_native(text: str, expected: int | None = None) -> ToolResult:
     threads = scalar("threads", int, 1)
     if threads is not None and threads > MAX_THREADS:
         raise ParseError(f"native runner field 'threads' is {threads}: more than {MAX_THREADS}")
-    version = short_text(obj.get("tool_version", "?"), "the native runner's tool_version")
+    version = obj.get("tool_version")
+    version = "?" if version is None else short_text(version, "the native runner's tool_version")
     known = {"tool", "load_ms", "first_ms", "warmup", "threads", "samples_ms", "cpu_samples_ms", "peak_rss_mb",
              "iters"}
     r = ToolResult("native", f"et-bench v{version}", len(samples), samples, True,
