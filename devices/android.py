@@ -373,7 +373,7 @@ class AndroidDevice(OneBurst):
         try:
             out = self._sh(f"cd {shlex.quote(run_dir)} && {_quote(words)} 2>&1", f"{tool}", timeout=timeout)
         except AdbTimeout:
-            self._kill(pidfile, tool)
+            self._kill(pidfile)
             raise
         if tool == "executor_runner":
             r = parse(out, tool)
@@ -395,7 +395,7 @@ class AndroidDevice(OneBurst):
         text = error.split(": ", 1)[-1]
         return text if text.startswith(f"device {self.name}: ") else f"device {self.name}: {text}"
 
-    def _kill(self, pidfile: str, tool: str) -> None:
+    def _kill(self, pidfile: str) -> None:
         """Kill the program of a chunk that timed out, on the phone (best effort: the phone may be gone too)."""
         try:
             self.adb.shell(f"kill -9 \"$(cat {shlex.quote(pidfile)})\"", timeout=20)
