@@ -1,9 +1,10 @@
 """A gate in front of the test board's Python (tests/test_ssh.py), so a test can cut the board off at a point it
 controls instead of at a moment in time: the board (a real sshd, the real worker) runs exactly as before, with this
 program relaying the worker's JSON lines; once the board has answered `hold_after` measuring requests (over all
-workers of the session), every later answer is held back, and the file `held` appears in the gate's folder. The
-test waits for that file, then kills the server: the sweep is then always in the same place, waiting for the answer
-to the next request, however busy the machine is.
+workers of the session), every later answer is held back, and when the first one is, the file `held` appears in
+the gate's folder. The test waits for that file, then kills the server: the sweep is then always in the same place,
+blocked on the answer to the next request (no connection or worker is being opened at that moment), however busy
+the machine is.
 
     GATE_DIR/config.json: {"python": the board's real interpreter, "hold_after": N or null (relay everything)}
     board python = GATE_DIR/python: `exec <this interpreter> tests/board_gate.py GATE_DIR "$@"`
@@ -41,17 +42,17 @@ def configure(folder: Path, python: str, hold_after: int | None) -> None:
 
 
 def _answered(folder: Path, hold_after: int) -> bool:
-    """Count one answer to a measuring request; False once `hold_after` of them went through (hold it back)."""
+    """Count one answer to a measuring request; False once `hold_after` of them went through (hold it back, and
+    say so in the file `held`: the sweep is now waiting for this answer)."""
     with open(folder / "answers", "a+") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         f.seek(0)
         n = len(f.read())
         if n >= hold_after:
+            (folder / "held").write_text(str(os.getpid()))
             return False
         f.write("x")
         f.flush()
-        if n + 1 == hold_after:
-            (folder / "held").write_text(str(os.getpid()))
         return True
 
 

@@ -299,7 +299,7 @@ def test_server_killed_mid_sweep_then_resumed(board, tmp_path, artifacts):
             "--max-rounds", "6", "--warmup", "2", "--profiles", str(profiles)]
     proc = _bench(*args, tmp=tmp_path, artifacts=artifacts, wait=False)
     store = tmp_path / "results.sqlite"
-    _wait_for(tmp_path / "gate" / "held", proc)  # one group's first pass answered; the next answer is held back
+    _wait_for(tmp_path / "gate" / "held", proc)  # one group's first pass answered; the sweep waits for the next
     board.kill()
     configure(tmp_path / "gate", sys.executable, hold_after=None)  # back on line: the board answers everything
     out, err = proc.communicate(timeout=300)
