@@ -144,7 +144,7 @@ def test_a_file_over_the_cap_is_refused_from_its_size(tmp_path, capsys):
     "Test Case 'a' measured [Time, s" * 4000,
     "Replacing 1 out of 2 node(s) with delegate (" * 3000 + "\ncount=1 curr=5\nInference timings in us: "
     "Inference (avg): 5\n",
-])
+], ids=["summary-letters", "blank-lines", "digits", "test-case", "replacing"])
 def test_parsers_are_linear_on_the_inputs_that_were_quadratic(text):
     t0 = time.monotonic()
     try:
@@ -263,7 +263,8 @@ def test_a_thermal_dump_that_is_not_numbers_is_one_line(tmp_path, phone):
     ("xctest", "coreml", '[{"testRuns": [{"metrics": [{"displayName": ["x"]}]}]}]', "no clock-time metric"),
     ("xctest", "coreml", '{"testRuns": [1]}', "testRuns is not a list of objects"),
     ("xctest", "coreml", '[1, {"testRuns": []}]', "the top level is not a list of objects"),
-])
+], ids=["400-digits", "beyond-sqlite", "5000-digits", "threads-30-digits", "json-100000-deep", "json-5000-digits",
+        "testruns-str", "metrics-dict", "displayname-list", "testruns-int", "top-level-int"])
 def test_hostile_files_are_one_line_and_import_nothing(tmp_path, capsys, tool, fmt, text, needle):
     f = tmp_path / "out.txt"
     f.write_text(text)

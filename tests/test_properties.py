@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from devices import adb_parse, parsers
@@ -246,14 +246,24 @@ LITERALS = ["count=", "count=1 ", "a=", "Inference timings in us: ", "Init: ", "
 FILLERS = ["", "a", "1", " ", "\n", "[", "{", ",", "(", "'", ".", "e", "\t", "\"", ":"]
 
 
-@settings(max_examples=40, deadline=None, derandomize=True, database=None)
-@given(st.sampled_from(LITERALS), st.sampled_from(FILLERS), st.integers(0, 40))
-def test_one_megabyte_of_adversarial_input_is_parsed_in_well_under_a_second(literal, filler, width):
+HEADS = ["", "count=5 first=1 curr=1 min=1 max=2 avg=1.5 std=0.1\n", "Total inference requests: 5\n"]
+
+
+@settings(max_examples=60, deadline=None, derandomize=True, database=None)
+@given(st.sampled_from(HEADS), st.sampled_from(LITERALS), st.sampled_from(FILLERS), st.integers(0, 40),
+       st.booleans())
+@example("count=5 first=1 curr=1 min=1 max=2 avg=1.5 std=0.1\n", "Inference timings in us: ", "a", 0, False)
+@example("", "P50 Latency:", "\n", 0, False)
+@example("", "Inference (avg): ", "1", 0, False)
+def test_one_megabyte_of_adversarial_input_is_parsed_in_well_under_a_second(head, literal, filler, width, once):
+    """Each literal the parsers look for with each filler: repeated (many starts) or followed by one long run of the
+    filler (one start, a long scan); the examples are the three shapes that were quadratic before issue 18."""
     unit = literal + filler * width
-    text = (unit * (2**20 // max(len(unit), 1) + 1))[:2**20]
+    text = head + (literal + filler * 2**20 if once else unit * (2**20 // max(len(unit), 1) + 1))
+    text = text[:2**20]
     t0 = time.monotonic()
     parses_or_one_line(text)
-    assert time.monotonic() - t0 < GENEROUS_S, (literal, filler, width)
+    assert time.monotonic() - t0 < GENEROUS_S, (head, literal, filler, width, once)
 
 
 @pytest.mark.parametrize("name", ["native.json", "xcresult_metrics.json", "benchmark_model_info_percentiles.txt",
