@@ -113,6 +113,12 @@ def main(argv: list[str] | None = None) -> int:
                    help="Core ML compute units to sweep on a Mac or iPhone, a comma list of CPU_ONLY, CPU_AND_GPU, "
                         "CPU_AND_NE, ALL (default: the device profile's compute_units)")
     r.add_argument("--precision", default="fp32", help="fp32, fp16 or both as a comma list (default: fp32)")
+    r.add_argument("--optimize", default="off", choices=("off", "on", "both"),
+                   help="time the plain artifacts (off), the `export --optimize` ones (on), or both in the same "
+                        "interleaved rounds, with a report section 'as exported vs optimized' (default: off)")
+    r.add_argument("--probes", action="store_true",
+                   help="add the measuring probes (the GEMM peak, the per-node cost chains) to every group, as "
+                        "`bench why` does: the report then gives shares of the peak and nodes x per-node cost")
     r.add_argument("--timeout", type=finite_positive("--timeout"), default=300.0,
                    help="seconds a cell may take (load + warm-up + timing) before its runtime is killed and the "
                         "cell stored as failed (default: 300)")
@@ -209,11 +215,17 @@ def cmd_run(args: argparse.Namespace, argv: list[str] | None) -> int:
     from bench import sweep
     from devices.rounds import DEFAULT_SWITCH_WARMUP
 
-    sweep_args = sweep.parse_args(device=args.device, models_arg=args.models, formats=args.formats, res=args.res,
+    models_arg = args.models
+    if args.probes:
+        import models
+
+        probes = [n for n in models.list_models() if models.family_info(models.spec(n).family).role == "probe"]
+        models_arg = ",".join(dict.fromkeys([*models_arg.split(","), *probes]))
+    sweep_args = sweep.parse_args(device=args.device, models_arg=models_arg, formats=args.formats, res=args.res,
                                   iters=args.iters, warmup=args.warmup, threads=args.threads,
                                   converter=args.converter, precision=args.precision, rounds=args.rounds,
                                   per_round=args.per_round, max_rounds=args.max_rounds, passes=args.passes,
-                                  compute_units=args.compute_units,
+                                  compute_units=args.compute_units, optimize=args.optimize,
                                   switch_warmup=DEFAULT_SWITCH_WARMUP if args.switch_warmup is None
                                   else args.switch_warmup)
     opts = sweep.Options(store=args.store, reports=args.reports, artifacts=args.artifacts, run_id=args.run_id,

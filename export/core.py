@@ -391,7 +391,8 @@ def _check_vs_plain(record: Manifest, art: Artifact, net: Any, plain_art: Artifa
     """An optimized artifact must compute what the plain one computes (export/optimize.py, VS_PLAIN_MAX_REL)."""
     from export.optimize import versus_plain
 
-    vs = versus_plain(art.manifest, net, lambda: load(plain_art, threads=None), lambda: load(art, threads=None))
+    vs = versus_plain(art.manifest, net, plain_art.manifest, lambda: load(plain_art, threads=None),
+                      lambda: load(art, threads=None))
     record.parity.vs_plain = vs
     if vs["verdict"] == "failed":
         record.parity.verdict = "failed"

@@ -15,8 +15,13 @@ Two kinds of work, each recorded in the manifest (`optimized: true`, `optimizati
     fp32 graphs already lower to one XNNPACK partition; docs/export.md says what else was looked at).
 
 Checks on top of the usual parity against PyTorch (the plain model, as for every artifact): the optimized artifact
-against the plain artifact of the same cell, run in the same runtime on the same inputs, within
-VS_PLAIN_MAX_REL of the plain artifact's largest logit (fp32); a miss fails the export like a parity miss.
+against the plain artifact of the same cell, run in the same runtime on the same inputs, within VS_PLAIN_MAX_REL of
+the plain artifact's largest logit (fp32), or, where the plain artifact itself is further than half that from
+PyTorch, within twice the plain artifact's own error against PyTorch: two float32 evaluations of one function can
+differ by the sum of their rounding errors, and the plain artifact's distance from PyTorch (itself float32) is that
+network's rounding noise at that size (1.5e-5 for Mobile-Former-294M at 128 with seeded weights, so a literal 1e-5
+would fail any rewrite, even a reordering of additions). The bound used and the floor are recorded. A miss fails
+the export like a parity miss.
 `graph_counts` gives both graphs' node counts, the delegated ops and the file size for the manifest.
 """
 
@@ -127,16 +132,20 @@ def counts_of(manifest: dict[str, Any] | None) -> dict[str, Any]:
     return got
 
 
-def versus_plain(manifest: dict[str, Any], net: Any, plain_load, opt_load) -> dict[str, Any]:
+def versus_plain(manifest: dict[str, Any], net: Any, plain_manifest: dict[str, Any], plain_load,
+                 opt_load) -> dict[str, Any]:
     """The optimized artifact against the plain one on the parity inputs (random and photographs, the same arrays
-    the PyTorch check used): figures per set (export/parity.py's), the bound and a verdict."""
+    the PyTorch check used): figures per set (export/parity.py's), the bound, the noise floor and a verdict."""
     from export import parity as P
 
     res = tuple(manifest["resolution"])
     ref = P._reference(net, res, manifest["input"]["mean"], manifest["input"]["std"], bool(manifest.get("dynamic")))
     plain, opt = plain_load(), opt_load()
     bound = VS_PLAIN_MAX_REL.get(manifest["precision"])
-    out: dict[str, Any] = {"max_rel_bound": bound}
+    floor = P.worst(plain_manifest.get("parity"))["max_rel"]
+    if bound is not None and floor is not None and 2 * floor > bound:
+        bound = 2 * floor
+    out: dict[str, Any] = {"max_rel_bound": bound, "plain_vs_pytorch_max_rel": floor}
     failures = []
     for key, (x, _) in ref["sets"].items():
         figures = P.compare(P._run(plain, x), P._run(opt, x))
