@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="Core ML compute units to sweep on a Mac or iPhone, a comma list of CPU_ONLY, CPU_AND_GPU, "
                         "CPU_AND_NE, ALL (default: the device profile's compute_units)")
     r.add_argument("--precision", default="fp32", help="fp32, fp16 or both as a comma list (default: fp32)")
-    r.add_argument("--optimize", default="off", choices=("off", "on", "both"),
+    r.add_argument("--optimize", default="off", metavar="off|on|both",
                    help="time the plain artifacts (off), the `export --optimize` ones (on), or both in the same "
                         "interleaved rounds, with a report section 'as exported vs optimized' (default: off)")
     r.add_argument("--probes", action="store_true",

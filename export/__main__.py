@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--force", action="store_true", help="re-export even if a cached artifact matches")
     ap.add_argument("--dynamic", action="store_true",
                     help="symbolic height/width instead of a fixed shape (onnx only; parity checked at two sizes)")
-    ap.add_argument("--optimize", nargs="?", const="on", default="off", choices=("on", "off", "1", "0"),
+    ap.add_argument("--optimize", nargs="?", const="on", default="off", metavar="on|off",
                     help="also write the optimized artifact beside the plain one (<leaf>-opt/): the family's export "
                          "form and the format's graph tools, checked against PyTorch and against the plain artifact "
                          "(`--optimize` = on; make export OPTIMIZE=1)")
@@ -47,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     from models.__main__ import model_and_overrides
 
     model, overrides = model_and_overrides(args.model, args.set)
+    if args.optimize not in ("on", "off", "1", "0"):
+        raise ToolkitError(f"--optimize takes on or off (or 1, 0), not {args.optimize!r}")
 
     fmts = list(FORMATS) if args.format == "all" else [f.strip() for f in args.format.split(",") if f.strip()]
     if not fmts:

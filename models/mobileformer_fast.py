@@ -43,15 +43,17 @@ from models.mobileformer import LiteBlock, MobileFormer, MobileFormerBlock
 
 # --------------------------------------------------------------------------------------------- folding helpers
 def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
-    """conv followed by bn (eval statistics) as one convolution with a bias, computed in float64."""
+    """conv followed by bn (eval statistics) as one convolution with a bias, computed in float64 and stored in the
+    conv's own dtype."""
+    dtype = conv.weight.dtype
     w = conv.weight.detach().double()
     b = conv.bias.detach().double() if conv.bias is not None else torch.zeros(w.shape[0], dtype=torch.float64)
     s = bn.weight.detach().double() / torch.sqrt(bn.running_var.double() + bn.eps)
     out = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                    conv.dilation, conv.groups, bias=True)
+                    conv.dilation, conv.groups, bias=True, dtype=dtype)
     with torch.no_grad():
-        out.weight.copy_((w * s.view(-1, 1, 1, 1)).float())
-        out.bias.copy_(((b - bn.running_mean.double()) * s + bn.bias.detach().double()).float())
+        out.weight.copy_(w * s.view(-1, 1, 1, 1))
+        out.bias.copy_((b - bn.running_mean.double()) * s + bn.bias.detach().double())
     return out
 
 
@@ -71,11 +73,11 @@ def _folded(seq: nn.Sequential) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def _linear(weight: torch.Tensor, bias: torch.Tensor) -> nn.Linear:
-    out = nn.Linear(weight.shape[1], weight.shape[0])
+def _linear(weight: torch.Tensor, bias: torch.Tensor, dtype: torch.dtype) -> nn.Linear:
+    out = nn.Linear(weight.shape[1], weight.shape[0], dtype=dtype)
     with torch.no_grad():
-        out.weight.copy_(weight.float())
-        out.bias.copy_(bias.float())
+        out.weight.copy_(weight)
+        out.bias.copy_(bias)
     return out
 
 
@@ -97,10 +99,11 @@ class FastLocal2Global(nn.Module):
         super().__init__()
         self.heads, self.tokens = m.heads, tokens
         wq, bq = _wb(m.q)
-        self.q = _linear(wq * m.scale, bq * m.scale)
-        self.gate = _linear(*_wb(m.alpha[0]))
+        dt = m.q.weight.dtype
+        self.q = _linear(wq * m.scale, bq * m.scale, dt)
+        self.gate = _linear(*_wb(m.alpha[0]), dt)
         wp, bp = _wb(m.proj)
-        self.proj = _linear(wp * 2.0, bp)
+        self.proj = _linear(wp * 2.0, bp, dt)
         self.layer_norm = m.layer_norm
 
     def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -127,7 +130,7 @@ class FastGlobalBlock(nn.Module):
         super().__init__()
         self.heads, self.tokens = m.heads, tokens
         wq, bq = _wb(m.q)
-        self.q = _linear(wq * m.scale, bq * m.scale)
+        self.q = _linear(wq * m.scale, bq * m.scale, m.q.weight.dtype)
         self.channel_mlp, self.layer_norm = m.channel_mlp, m.layer_norm
         self.ffn = nn.Sequential(m.ffn[0], ErfGelu(), m.ffn[2]) if fmt == "onnx" else m.ffn
         self.ffn_norm = m.ffn_norm
@@ -153,7 +156,7 @@ class FastGlobal2Local(nn.Module):
         self.heads, self.tokens = m.heads, tokens
         wk, bk = _wb(m.k)
         wv, bv = _wb(m.proj)
-        self.kv = _linear(torch.cat([wk * m.scale, wv]), torch.cat([bk * m.scale, bv]))
+        self.kv = _linear(torch.cat([wk * m.scale, wv]), torch.cat([bk * m.scale, bv]), m.k.weight.dtype)
 
     def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
@@ -174,7 +177,8 @@ class FastHyper(nn.Module):
         super().__init__()
         w1 = torch.cat([_wb(hf.hyper[0])[0] for hf in hypers])
         b1 = torch.cat([_wb(hf.hyper[0])[1] for hf in hypers])
-        self.first = _linear(w1, b1)
+        dt = hypers[0].hyper[0].weight.dtype
+        self.first = _linear(w1, b1, dt)
         rows = sum(2 * c for c in channels)
         w2 = torch.zeros(rows, w1.shape[0], dtype=torch.float64)
         b2, off = [], []
@@ -185,8 +189,8 @@ class FastHyper(nn.Module):
             b2.append((b + 3.0) / 3.0)
             off.append(torch.cat([torch.zeros(c), torch.ones(c)]))
             r, col = r + 2 * c, col + w.shape[1]
-        self.second = _linear(w2, torch.cat(b2))
-        self.register_buffer("offset", torch.cat(off).float())
+        self.second = _linear(w2, torch.cat(b2), dt)
+        self.register_buffer("offset", torch.cat(off).to(dt))
         self.channels = list(channels)
 
     def forward(self, token: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -266,7 +270,8 @@ class FastHead(nn.Module):
         lin, bn = m.fc[0], m.fc[1]
         w, b = _wb(lin)
         s = bn.weight.detach().double() / torch.sqrt(bn.running_var.double() + bn.eps)
-        self.fc = _linear(w * s[:, None], (b - bn.running_mean.double()) * s + bn.bias.detach().double())
+        self.fc = _linear(w * s[:, None], (b - bn.running_mean.double()) * s + bn.bias.detach().double(),
+                          lin.weight.dtype)
         self.classifier = m.classifier[1]
         self.tokens = tokens
 
