@@ -29,12 +29,16 @@ VARIANTS: dict[str, int] = {"nodechain_250": 250, "nodechain_500": 500}
 def _build(nodes: int):
     from torch import nn
 
+    import torch
+
     class NodeChain(nn.Module):
-        """x -> a = 8 input values, b = 1 + a / 1000 -> `nodes` alternating t + a, t * b -> (B, 8)."""
+        """x -> a = 8 input values, b = 1 + a / 1000 -> `nodes` alternating t + a, t * b -> 1000 logits (the 8
+        values plus 125 offsets, a broadcast Add and two Reshapes: the same few nodes in both chains)."""
 
         def __init__(self):
             super().__init__()
             self.nodes = nodes
+            self.register_buffer("offsets", torch.arange(1000 // WIDTH, dtype=torch.float32).view(1, 1, -1) * 0.01)
 
         def forward(self, x):
             a = x[:, :1, :1, :WIDTH].reshape(x.shape[0], WIDTH)
@@ -42,7 +46,7 @@ def _build(nodes: int):
             t = a
             for i in range(self.nodes):
                 t = t + a if i % 2 == 0 else t * b
-            return t
+            return (t.reshape(x.shape[0], WIDTH, 1) + self.offsets).reshape(x.shape[0], 1000)
 
     return NodeChain()
 
