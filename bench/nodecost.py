@@ -83,7 +83,7 @@ def annotate_fits(fits: list[dict[str, Any]], a: Analysis, costs: dict[str, dict
 def sentences(costs: dict[str, dict[str, Any]], fits: list[dict[str, Any]]) -> list[str]:
     out = []
     for rt, c in sorted(costs.items()):
-        pts = ", ".join(f"{p['us']:.2f} us (95% CI {p['low']:.2f}-{p['high']:.2f}) at {p['height']}x{p['width']}"
+        pts = ", ".join(f"{p['us']:.2f} us (95% CI {p['low']:.2f} to {p['high']:.2f}) at {p['height']}x{p['width']}"
                         for p in c["points"])
         n = c["points"][0]["nodes"]
         out.append(f"On {rt}, one more trivial node costs {c['us']:.2f} us (the chains of {n[0]} and {n[1]} nodes "

@@ -70,6 +70,10 @@ def _share(w: W.Why, model: str, rt: str, h: int, wd: int) -> float | None:
     return e["share_peak"] if e else None
 
 
+def _lower(text: str) -> str:
+    return text[:1].lower() + text[1:]
+
+
 def _pct(v: float | None) -> str:
     return "" if v is None else f"{v:.0%}"
 
@@ -95,14 +99,15 @@ def sentences(a: Analysis, w: W.Why) -> list[str]:
             else:
                 verdict = "there is no slowdown at the smallest size to remove"
             out.append(f"On {base}, {p.numer} vs {p.denom} at {lbl} px: {r0.ratio:.2f}x as exported (95% CI "
-                       f"{r0.low:.2f}-{r0.high:.2f}) and {q0.ratio:.2f}x with both optimized ({q0.low:.2f}-"
-                       f"{q0.high:.2f}): {verdict}. As exported: {crossover_text(p)}; optimized: {crossover_text(q)}.")
+                       f"{r0.low:.2f} to {r0.high:.2f}) and {q0.ratio:.2f}x with both optimized ({q0.low:.2f} to "
+                       f"{q0.high:.2f}): {verdict}. As exported: {_lower(crossover_text(p))}; optimized: "
+                       f"{_lower(crossover_text(q))}.")
         for label in sorted(set(a.series[base]) & set(a.series[rt])):
             f0, f1 = _fit(w, label, base), _fit(w, label, rt)
             if f0 and f1:
-                out.append(f"On {base}, {label}: fixed cost {f0['fixed_ms']:.2f} ms (95% CI {f0['fixed_low_ms']:.2f}-"
-                           f"{f0['fixed_high_ms']:.2f}) as exported, {f1['fixed_ms']:.2f} ms ({f1['fixed_low_ms']:.2f}-"
-                           f"{f1['fixed_high_ms']:.2f}) optimized"
+                out.append(f"On {base}, {label}: fixed cost {f0['fixed_ms']:.2f} ms (95% CI "
+                           f"{f0['fixed_low_ms']:.2f} to {f0['fixed_high_ms']:.2f}) as exported, "
+                           f"{f1['fixed_ms']:.2f} ms ({f1['fixed_low_ms']:.2f} to {f1['fixed_high_ms']:.2f}) optimized"
                            + (f" = {f1['fixed_ms'] / f0['fixed_ms']:.0%} of it" if f0["fixed_ms"] > 0 else "")
                            + (f"; nodes {f0['nodes']} -> {f1['nodes']}" if f0.get("nodes") and f1.get("nodes")
                               else "") + ".")

@@ -27,9 +27,8 @@ VARIANTS: dict[str, int] = {"nodechain_250": 250, "nodechain_500": 500}
 
 
 def _build(nodes: int):
-    from torch import nn
-
     import torch
+    from torch import nn
 
     class NodeChain(nn.Module):
         """x -> a = 8 input values, b = 1 + a / 1000 -> `nodes` alternating t + a, t * b -> 1000 logits (the 8
