@@ -349,21 +349,9 @@ def _compare_ratios(store, run_a: str, run_b: str) -> None:
     """The report's slowdown ratios of both runs, point by point: B/A, and whether B's ratio lies inside A's 95%
     interval (how far to trust one run's intervals about the next run)."""
     from bench import stats
-    from bench.analysis import analyse
+    from bench.rounds_study import ratio_agreement
 
-    pa, pb = (analyse(store.run(r), store.cells(r)) for r in (run_a, run_b))
-    points_a = {(p.runtime, p.numer, p.denom, lbl): q for p in pa.pairs for q, lbl in zip(p.curve.points, p.labels)}
-    rows, ratios, inside = [], [], []
-    for p in pb.pairs:
-        for q, lbl in zip(p.curve.points, p.labels):
-            qa = points_a.get((p.runtime, p.numer, p.denom, lbl))
-            if qa is None:
-                continue
-            ratios.append(q.ratio / qa.ratio)
-            inside.append(qa.low <= q.ratio <= qa.high)
-            rows.append([p.runtime, f"{p.numer} / {p.denom}", lbl, f"{qa.ratio:.3f} ({qa.low:.2f}-{qa.high:.2f})",
-                         f"{q.ratio:.3f} ({q.low:.2f}-{q.high:.2f})", f"{q.ratio / qa.ratio:.3f}",
-                         "yes" if inside[-1] else "no"])
+    rows, ratios, inside = ratio_agreement(store, run_a, run_b)
     if not rows:
         print("slowdown ratios: no subject / baseline point in common")
         return

@@ -186,3 +186,15 @@ def test_cli_rejects_a_bad_optimize_value_in_one_line(tmp_path):
         out = subprocess.run([sys.executable, "-m", *cmd], cwd=ROOT, capture_output=True, text=True, timeout=300)
         assert out.returncode == 2 and "Traceback" not in out.stderr
         assert "--optimize takes" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_the_rounds_study_table_and_its_errors(tmp_path):
+    from bench import rounds_study
+
+    md = rounds_study.markdown([{"max_rounds": 12, "runs": ["a", "b"], "seconds": [400.0, 410.0],
+                                 "cells_at_cap": 0.5, "points": 45, "median_abs_dev": 0.017, "max_abs_dev": 0.088,
+                                 "inside_ci": 0.76}])
+    assert "| 12 | 400 / 410 | 50.0% | 45 | 1.7% | 8.8% | 76.0% | a, b |" in md
+    out = subprocess.run([sys.executable, "-m", "bench.rounds_study", "--max-rounds", "ten", "--store",
+                          str(tmp_path / "r.sqlite")], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1 and "whole numbers" in out.stderr
