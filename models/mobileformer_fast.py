@@ -247,18 +247,13 @@ class FastBlock(nn.Module):
             z = self.global_block(self.local_global(x, z))
             if self.hyper is not None:
                 coefs = self.hyper(_first_token(z_in if self.token_from_input else z, x.shape[0], self.tokens))
-        if self.down:
-            out = _act(self.conv1(x), coefs[0])
-            skip = self.conv2(out)
+        if self.down:  # dw(s2) pw dw pw with the inner residual
+            skip = self.conv2(_act(self.conv1(x), coefs[0]))
             out = self.conv4(_act(self.conv3(skip), coefs[1])) + skip
-        else:
-            out = _act(self.conv1(x), coefs[0])
-            out = self.conv3(_act(self.conv2(out), coefs[1]))
-            if self.residual:
-                out = out + x
-        if self.bridge:
-            out = self.global_local(out, z)
-        return out, z
+        else:  # pw dw pw
+            out = self.conv3(_act(self.conv2(_act(self.conv1(x), coefs[0])), coefs[1]))
+            out = out + x if self.residual else out
+        return (self.global_local(out, z) if self.bridge else out), z
 
 
 class FastHead(nn.Module):
@@ -299,15 +294,12 @@ class FastMobileFormer(nn.Module):
         self.classifier = FastHead(m.classifier, self.num_tokens)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        z = None
-        if self.token_init is not None:
-            z = self.token_init.unsqueeze(0).expand(x.shape[0], -1, -1).reshape(-1, self.token_init.shape[1])
+        t = self.token_init  # (M, d) -> the (B*M, d) token matrix, image by image
+        z = None if t is None else t.unsqueeze(0).expand(x.shape[0], -1, -1).reshape(-1, t.shape[1])
         x = self.stem(x)
         for blk in self.features:
             x, z = blk(x, z)
-        if self.local_global is not None:
-            z = self.local_global(x, z)
-        return self.classifier(x, z)
+        return self.classifier(x, z if self.local_global is None else self.local_global(x, z))
 
 
 def export_form(model: MobileFormer, fmt: str = "") -> nn.Module:
