@@ -16,7 +16,7 @@ from models.errors import ToolkitError
 
 # the pipeline's own modules (they declare no format, and some import this one)
 _NOT_FORMATS = {"__init__", "__main__", "core", "formats", "hostlock", "manifest", "matrix", "parity", "spec",
-                "optimize", "lowering_profile"}
+                "optimize"}
 
 
 def _discover() -> dict[str, FormatSpec]:

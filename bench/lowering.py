@@ -1,7 +1,7 @@
 """Where ExecuTorch's lowering spends its time, plain against optimized: a CPU profile (cProfile on the process's
 CPU clock, so a busy machine slows it but does not shift the shares), not a wall-clock race.
 
-    python -m export.lowering_profile --model mobileformer_294m --res 128 [--out reports/lowering]
+    python -m bench.lowering --model mobileformer_294m --res 128 [--out reports/lowering]
 
 For each of the plain and the optimized graph (export --optimize) of the model it exports the .pte once (forced,
 parity off, into a temporary artifacts folder) under the profiler and writes lowering.md beside lowering.json:
@@ -77,7 +77,7 @@ def render(results: list[dict[str, Any]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m export.lowering_profile", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m bench.lowering", description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="mobileformer_294m", help="registered model (default: %(default)s)")
     ap.add_argument("--res", default="128", help="N or HxW (default: %(default)s)")
     ap.add_argument("--out", default="reports/lowering", help="output folder (default: %(default)s)")
@@ -107,4 +107,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(cli_main(main, "export.lowering_profile"))
+    sys.exit(cli_main(main, "bench.lowering"))
