@@ -74,9 +74,14 @@ def markdown(results: list[dict[str, Any]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     from bench import sweep
-    from bench.__main__ import DEFAULT_FORMATS, DEFAULT_MODELS, DEFAULT_REPORTS, DEFAULT_RES, DEFAULT_STORE
     from bench.store import Store
     from export.core import DEFAULT_OUT
+    from models import defaults
+    from models.common import ROOT
+
+    DEFAULT_MODELS, DEFAULT_FORMATS, DEFAULT_RES = (",".join(defaults.SWEEP_MODELS), defaults.SWEEP_FORMATS,
+                                                    defaults.SWEEP_RESOLUTIONS)
+    DEFAULT_STORE, DEFAULT_REPORTS = ROOT / "results" / "results.sqlite", ROOT / "reports"  # bench run's defaults
 
     ap = argparse.ArgumentParser(prog="python -m bench.rounds_study", description=__doc__.split("\n\n")[0])
     ap.add_argument("--max-rounds", default="12,15,20", help="caps to compare (default: %(default)s)")

@@ -71,9 +71,12 @@ def post_convert(fmt: str, converted: Converted) -> list[str]:
 
 
 def _version(dist: str) -> str:
-    from export.core import package_version
+    from importlib import metadata
 
-    return package_version(dist) or "?"
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "?"
 
 
 @functools.lru_cache(maxsize=64)
