@@ -198,3 +198,16 @@ def test_the_rounds_study_table_and_its_errors(tmp_path):
     out = subprocess.run([sys.executable, "-m", "bench.rounds_study", "--max-rounds", "ten", "--store",
                           str(tmp_path / "r.sqlite")], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1 and "whole numbers" in out.stderr
+
+
+
+def test_the_lowering_profile_table():
+    """The table of bench.lowering (its real run, cProfile around an ExecuTorch lowering, takes minutes: run by hand,
+    `python -m bench.lowering --model nodechain_250 --res 32`)."""
+    from bench import lowering
+
+    r = {"model": "m", "optimized": False, "cpu_seconds": 12.0, "edge_nodes": 256,
+         "stages_cpu_seconds": {k: 1.0 for k in lowering.STAGES}, "passes_cpu_seconds": {"fuse_batch_norm.call": 0.5},
+         "top_own_cpu_seconds": [["x.py:1 f", 0.25]]}
+    md = lowering.render([r, {**r, "optimized": True}])
+    assert "| plain | 256 | 12.0 |" in md and "| optimized | 256 |" in md and "| fuse_batch_norm.call | 0.50 |" in md
