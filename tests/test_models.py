@@ -330,4 +330,5 @@ def test_flops_can_be_counted_under_no_grad(name):
     res = models.spec(name).min_resolution
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         model(torch.zeros(1, 3, max(res, 64), max(res, 64)))
-    assert counter.get_total_flops() > 0
+    per_node_probe = models.family_info(models.spec(name).family).measures == "per_node"  # element-wise only
+    assert (counter.get_total_flops() == 0) if per_node_probe else (counter.get_total_flops() > 0)
