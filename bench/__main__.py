@@ -114,6 +114,12 @@ def main(argv: list[str] | None = None) -> int:
                    help="Core ML compute units to sweep on a Mac or iPhone, a comma list of CPU_ONLY, CPU_AND_GPU, "
                         "CPU_AND_NE, ALL (default: the device profile's compute_units)")
     r.add_argument("--precision", default="fp32", help="fp32, fp16 or both as a comma list (default: fp32)")
+    r.add_argument("--optimize", default="off", metavar="off|on|both",
+                   help="time the plain artifacts (off), the `export --optimize` ones (on), or both in the same "
+                        "interleaved rounds, with a report section 'as exported vs optimized' (default: off)")
+    r.add_argument("--probes", action="store_true",
+                   help="add the measuring probes (the GEMM peak, the per-node cost chains) to every group, as "
+                        "`bench why` does: the report then gives shares of the peak and nodes x per-node cost")
     r.add_argument("--timeout", type=finite_positive("--timeout"), default=300.0,
                    help="seconds a cell may take (load + warm-up + timing) before its runtime is killed and the "
                         "cell stored as failed (default: 300)")
@@ -210,11 +216,17 @@ def cmd_run(args: argparse.Namespace, argv: list[str] | None) -> int:
     from bench import sweep
     from devices.rounds import DEFAULT_SWITCH_WARMUP
 
-    sweep_args = sweep.parse_args(device=args.device, models_arg=args.models, formats=args.formats, res=args.res,
+    models_arg = args.models
+    if args.probes:
+        import models
+
+        probes = [n for n in models.list_models() if models.family_info(models.spec(n).family).role == "probe"]
+        models_arg = ",".join(dict.fromkeys([*models_arg.split(","), *probes]))
+    sweep_args = sweep.parse_args(device=args.device, models_arg=models_arg, formats=args.formats, res=args.res,
                                   iters=args.iters, warmup=args.warmup, threads=args.threads,
                                   converter=args.converter, precision=args.precision, rounds=args.rounds,
                                   per_round=args.per_round, max_rounds=args.max_rounds, passes=args.passes,
-                                  compute_units=args.compute_units,
+                                  compute_units=args.compute_units, optimize=args.optimize,
                                   switch_warmup=DEFAULT_SWITCH_WARMUP if args.switch_warmup is None
                                   else args.switch_warmup)
     opts = sweep.Options(store=args.store, reports=args.reports, artifacts=args.artifacts, run_id=args.run_id,
@@ -338,21 +350,9 @@ def _compare_ratios(store, run_a: str, run_b: str) -> None:
     """The report's slowdown ratios of both runs, point by point: B/A, and whether B's ratio lies inside A's 95%
     interval (how far to trust one run's intervals about the next run)."""
     from bench import stats
-    from bench.analysis import analyse
+    from bench.rounds_study import ratio_agreement
 
-    pa, pb = (analyse(store.run(r), store.cells(r)) for r in (run_a, run_b))
-    points_a = {(p.runtime, p.numer, p.denom, lbl): q for p in pa.pairs for q, lbl in zip(p.curve.points, p.labels)}
-    rows, ratios, inside = [], [], []
-    for p in pb.pairs:
-        for q, lbl in zip(p.curve.points, p.labels):
-            qa = points_a.get((p.runtime, p.numer, p.denom, lbl))
-            if qa is None:
-                continue
-            ratios.append(q.ratio / qa.ratio)
-            inside.append(qa.low <= q.ratio <= qa.high)
-            rows.append([p.runtime, f"{p.numer} / {p.denom}", lbl, f"{qa.ratio:.3f} ({qa.low:.2f}-{qa.high:.2f})",
-                         f"{q.ratio:.3f} ({q.low:.2f}-{q.high:.2f})", f"{q.ratio / qa.ratio:.3f}",
-                         "yes" if inside[-1] else "no"])
+    rows, ratios, inside = ratio_agreement(store, run_a, run_b)
     if not rows:
         print("slowdown ratios: no subject / baseline point in common")
         return

@@ -36,6 +36,13 @@ AGG_RULE = (f"`{AGG_MARK}` = aggregates only: imported from a program that print
             "(`bench import`); the ratio is of the printed medians (means where no median is printed), with no "
             "interval.")
 PLOT_NAMES = ("latency", "ratio", "crossover", "throughput")  # each is <name>.png in the report folder
+OPTIMIZED = "optimized"  # in the runtime label of a cell timing an `export --optimize` artifact
+
+
+def plain_runtime(runtime: str) -> str:
+    """The runtime label of the plain artifacts beside an optimized runtime label ("onnx optimized t2" -> "onnx
+    t2"); a plain label is returned as it is."""
+    return runtime.replace(f" {OPTIMIZED}", "", 1)
 
 
 def has_samples(r: dict[str, Any]) -> bool:
@@ -131,7 +138,8 @@ def analyse(run: dict[str, Any], rows: list[dict[str, Any]], roles: Roles | None
     for r in rows:
         r["model_label"] = model_label(r["model"], r["overrides"] or {})
         r["runtime"] = runtime_label(r["format"], r["converter"], r["precision"], r.get("units")) + (
-            f" {r['mode']}" if r.get("mode") else "") + (f" t{r['threads']}" if multi_threads else "")
+            f" {r['mode']}" if r.get("mode") else "") + (f" {OPTIMIZED}" if r.get("optimized") else "") + (
+            f" t{r['threads']}" if multi_threads else "")
         r["res_equiv"] = round(res_equiv(r["height"], r["width"]), 1)
         r["res_label"] = res_label(r["height"], r["width"])
         cpu = r.get("cpu_median_ms")

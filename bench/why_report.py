@@ -9,6 +9,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from bench import nodecost
 from bench import why as W
 from bench.analysis import Analysis
 from bench.writers import md_table
@@ -16,7 +17,8 @@ from models.escape import escape
 
 WHY_COLUMNS = ("model", "runtime", "height", "width", "component", "method", "ms", "ms_low", "ms_high",
                "share_latency", "share_madds")
-FIT_COLUMNS = ("model", "runtime", "fixed_ms", "fixed_low_ms", "fixed_high_ms", "ms_per_gmadd", "peak_gmadds_per_s")
+FIT_COLUMNS = ("model", "runtime", "fixed_ms", "fixed_low_ms", "fixed_high_ms", "ms_per_gmadd", "peak_gmadds_per_s",
+               "nodes", "per_node_us", "nodes_ms")
 PLOTS = ("why_components", "why_ablation", "why_fit", "why_efficiency", "why_feedback")
 FILES = frozenset({"why.csv", "fit.csv", *(f"{p}.png" for p in PLOTS)})
 
@@ -35,7 +37,7 @@ def write_csvs(w: W.Why, directory: Path) -> None:
         out = csv.writer(f)
         out.writerow(FIT_COLUMNS)
         for row in w.fits:
-            out.writerow([_r(row[k]) for k in FIT_COLUMNS])
+            out.writerow([_r(row.get(k)) for k in FIT_COLUMNS])
 
 
 def _panels(n: int):
@@ -169,11 +171,15 @@ def markdown(a: Analysis, w: W.Why, plots: list[str], formats: list[str], versio
         if "why_ablation" in plots:
             lines += ["![ablations](why_ablation.png)", ""]
     if w.fits:
-        lines += ["### The fixed cost", ""] + [f"- {_md(s)}" for s in W.fit_sentences(w) + W.overhead_sentences(w)]
+        lines += ["### The fixed cost", ""] + [f"- {_md(s)}" for s in W.fit_sentences(w) + W.overhead_sentences(w)
+                                                + nodecost.sentences(w.node_costs, w.fits)]
         lines += [""]
-        lines += md_table(["model", "runtime", "fixed ms (95% CI)", "ms / GMAdd", "peak GMAdd/s"],
+        lines += md_table(["model", "runtime", "fixed ms (95% CI)", "ms / GMAdd", "peak GMAdd/s", "nodes",
+                           "nodes x per-node cost ms"],
                           [[f["model"], f["runtime"], f"{f['fixed_ms']:.2f} ({f['fixed_low_ms']:.2f}-"
-                            f"{f['fixed_high_ms']:.2f})", f"{f['ms_per_gmadd']:.2f}", _f(f["peak_gmadds_per_s"], ".1f")]
+                            f"{f['fixed_high_ms']:.2f})", f"{f['ms_per_gmadd']:.2f}", _f(f["peak_gmadds_per_s"], ".1f"),
+                            _f(f.get("nodes"), "d"), "" if f.get("nodes_ms") is None else
+                            f"{f['nodes']} x {f['per_node_us']:.2f} us = {f['nodes_ms']:.2f}"]
                            for f in w.fits if f["role"] in ("subject", "baseline")])
         for p in ("why_fit", "why_efficiency"):
             if p in plots:
