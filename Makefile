@@ -11,10 +11,10 @@ VENV_DIR   := $(VENV_CACHE)/venv-$(LOCK_HASH)
 VENV       := .venv
 PY         := $(VENV)/bin/python
 
-# export: make export TARGET=coreml MODEL=<name>[:key=value] RES=224 [PRECISION=fp16]
+# export: make export TARGET=coreml MODEL=<name>[:key=value] RES=224 [PRECISION=fp16|int8] [CALIBRATION=dir]
 # why:    make why [MODELS=a,b] [FORMATS=onnx] [RES=128,512] [ITERS=100] [THREADS=1] [DEVICE=host]
 # bench:  make bench [MODELS=a,b] [FORMATS=onnx,tflite] [RES=128,224] [ITERS=100] [ROUNDS=10] [WARMUP=10]
-#                    [THREADS=1]
+#                    [THREADS=1] [PRECISION=fp32,int8]
 #                    [DEVICE=host] [PROFILES=my-devices.toml]
 # A variable left unset is not passed at all: the defaults live in one place (models/defaults.py and the tools'
 # own --help), not here.
@@ -23,7 +23,7 @@ TARGET     ?= all
 # text), reaches the recipes through the environment and is expanded by the shell inside double quotes
 # ("$$MODEL"), never pasted into the recipe text: `make export MODEL='x; rm -rf ~'` is just a bad model name.
 # (PYTEST_ARGS is split into words, with globbing off, and never evaluated.)
-USER_VARS  := TARGET MODEL PRECISION MODELS FORMATS ITERS ROUNDS WARMUP THREADS DEVICE PROFILES RES PYTEST_ARGS
+USER_VARS  := TARGET MODEL PRECISION CALIBRATION MODELS FORMATS ITERS ROUNDS WARMUP THREADS DEVICE PROFILES RES PYTEST_ARGS
 $(foreach v,$(USER_VARS),$(eval override $(v) := $$(value $(v))))
 export PYTHON VENV_CACHE VENV_DIR $(USER_VARS)
 
@@ -32,7 +32,8 @@ help:
 	@echo "make bench    set up, export the default models and benchmark them on this machine, write the report"
 	@echo "make test     set up, then run the whole test suite"
 	@echo "make test-fast  the suite without real conversions or sweeps (the inner loop)"
-	@echo "make export TARGET=<format|all> MODEL=<name>[:key=value] RES=<224|192x256> [PRECISION=fp16]"
+	@echo "make export TARGET=<format|all> MODEL=<name>[:key=value] RES=<224|192x256> [PRECISION=fp16|int8]"
+	@echo "             [CALIBRATION=<folder of JPEG/PNG>] (int8; default: seeded crops of scikit-image photographs)"
 	@echo "make why      why Mobile-Former slows down on small images: ablations, fixed cost, peak, feedback path"
 	@echo "make report   re-render the latest report from results/results.sqlite"
 	@echo "make models   the model table"
@@ -55,13 +56,13 @@ models: setup
 
 export: setup
 	$(PY) -m export --format "$$TARGET" $${MODEL:+--model "$$MODEL"} $${RES:+--res "$$RES"} \
-	  $${PRECISION:+--precision "$$PRECISION"}
+	  $${PRECISION:+--precision "$$PRECISION"} $${CALIBRATION:+--calibration "$$CALIBRATION"}
 
 bench: setup
 	$(PY) -m bench run $${DEVICE:+--device "$$DEVICE"} $${PROFILES:+--profiles "$$PROFILES"} \
 	  $${MODELS:+--models "$$MODELS"} $${FORMATS:+--formats "$$FORMATS"} $${RES:+--res "$$RES"} \
 	  $${ITERS:+--iters "$$ITERS"} $${ROUNDS:+--rounds "$$ROUNDS"} $${WARMUP:+--warmup "$$WARMUP"} \
-	  $${THREADS:+--threads "$$THREADS"}
+	  $${THREADS:+--threads "$$THREADS"} $${PRECISION:+--precision "$$PRECISION"}
 
 why: setup
 	$(PY) -m bench why $${DEVICE:+--device "$$DEVICE"} $${PROFILES:+--profiles "$$PROFILES"} \

@@ -375,6 +375,8 @@ def export(model: str, fmt: str, resolution: Any = 224, *, precision: str = "fp3
                                                               reason, quantized=converted.reference))
         else:
             record.parity = Parity("not run: parity switched off")
+            if int8 is not None and record.parity.verdict == "passed":
+                record.parity.cross_check = _cross_check(out_root, model, ov, res, spec, conv, art, net)
         record.status = "failed" if record.parity.verdict == "failed" else "ok"
         manifest = record.to_json()
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
@@ -388,6 +390,32 @@ def export(model: str, fmt: str, resolution: Any = 224, *, precision: str = "fp3
     finally:
         lock.__exit__(None, None, None)
     return _raise_if_failed(Artifact(final, final / converted.file.name, manifest))
+
+
+def _cross_check(out_root: Path, model: str, ov: dict[str, Any], res: tuple[int, int], spec: FormatSpec, conv,
+                 art: Artifact, net) -> dict[str, Any] | None:
+    """int8: compare with the twin artifact carrying the same scales (export.quant.TWINS), if it is in this
+    artifacts root with the same weights, calibration and scales; None when there is none."""
+    from export import parity as parity_mod
+    from export.quant import TWINS
+
+    twin_key = TWINS.get((spec.name, conv.name))
+    if twin_key is None:
+        return None
+    tspec = FORMATS[twin_key[0]]
+    tdir = artifact_dir(out_root, model, ov, res, tspec, twin_key[1], "int8")
+    mine = art.manifest
+    try:
+        twin = resolve(tdir) if is_ours(tdir) else None
+    except ToolkitError:
+        return None
+    if twin is None or twin.manifest.get("status") != "ok":
+        return None
+    a, b = (mine.get("details") or {}).get("int8", {}), (twin.manifest.get("details") or {}).get("int8", {})
+    if twin.manifest.get("weights") != mine["weights"] or a.get("scales_digest") != b.get("scales_digest") or (
+            a.get("calibration", {}).get("digest") != b.get("calibration", {}).get("digest")):
+        return None
+    return parity_mod.cross_check(mine, net, load(art, threads=None), twin)
 
 
 def _say(text: str) -> None:

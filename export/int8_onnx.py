@@ -2,7 +2,8 @@
 
     torch-dynamo  the fp32 export (export/onnx.py) -> onnxruntime's quant_pre_process -> quantize_static: QDQ
                   format, per-channel symmetric int8 weights, uint8 activations, MinMax calibration on the
-                  calibration set. uint8 activations because they are what onnxruntime's x86 kernels fuse: with
+                  calibration set; attention (Softmax, MatMul of two activations) is left float
+                  (`attention_nodes`). uint8 activations because they are what onnxruntime's x86 kernels fuse: with
                   them every QDQ convolution becomes a QLinearConv, with int8 activations far fewer do (measured
                   here: docs/int8.md). The quantized reference is the same file with graph optimisations off,
                   where QuantizeLinear / DequantizeLinear run as float arithmetic around float kernels.
@@ -70,21 +71,39 @@ def _static(job: Job) -> Converted:
             return None if x is None else {"input": np.ascontiguousarray(x[None])}
 
     path = job.out_dir / f"{job.stem}.onnx"
+    kept = attention_nodes(pre)
     t = time.perf_counter()
-    with contextlib.redirect_stdout(io.StringIO()):  # its calibration scratch files live in a TemporaryDirectory
+    with contextlib.redirect_stdout(io.StringIO()), _quiet_root_logger():  # scratch files: a TemporaryDirectory
         quantize_static(str(pre), str(path), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                         weight_type=getattr(QuantType, WEIGHTS), activation_type=getattr(QuantType, ACTIVATIONS),
-                        calibrate_method=CalibrationMethod.MinMax)
+                        calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=sorted(kept))
     stages["quantize_static"] = time.perf_counter() - t
     _drop(work)
     record = inspect(path)
     quant.require_int8(record, "onnxruntime's quantize_static")
     record["activation_type"], record["weight_type"] = ACTIVATIONS, WEIGHTS
+    if kept:
+        kinds = Counter(kept.values())
+        record["kept_float_by_toolkit"] = (", ".join(f"{k} x{v}" for k, v in sorted(kinds.items())) + ": attention "
+                                           "stays float on onnxruntime (docs/int8.md)")
     reference = quant.Reference(_reference_runner(path), quant.INT8_PATHS[("onnx", "torch-dynamo")].reference,
                                 record.get("output_step"))
     return Converted(path, "NCHW", {"opset": src.details.get("opset"), "nodes": record["file_nodes"], "int8": record,
                                     "stage_seconds": {k: round(v, 2) for k, v in stages.items()}},
                      reference=reference)
+
+
+def attention_nodes(path: Path) -> dict[str, str]:
+    """The attention nodes quantize_static is told to leave float: every Softmax, and every MatMul of two
+    activations (no weight among its inputs). onnxruntime fuses them into QLinearSoftmax / QLinearMatMul whose
+    results disagree with its own QDQ arithmetic, and quantizing them costs the float model most of its agreement
+    (measured: docs/int8.md, "onnxruntime and attention"). MatMuls with a weight (linear layers) are quantized."""
+    import onnx
+
+    graph = onnx.load(str(path)).graph
+    weights = {i.name for i in graph.initializer} | {o for n in graph.node if n.op_type == "Constant" for o in n.output}
+    return {n.name: n.op_type for n in graph.node if n.op_type == "Softmax"
+            or (n.op_type == "MatMul" and not any(i in weights for i in n.input))}
 
 
 def _pt2e(job: Job) -> Converted:
@@ -109,6 +128,21 @@ def _pt2e(job: Job) -> Converted:
     return Converted(path, "NCHW", {"opset": record["opset"], "nodes": record["file_nodes"], "int8": record,
                                     "stage_seconds": {k: round(v, 2) for k, v in seconds.items()}},
                      reference=reference)
+
+
+@contextlib.contextmanager
+def _quiet_root_logger():
+    """quantize_static logs through the root logger (a warning per LayerNorm weight it cannot quantize per
+    channel, which it then quantizes per tensor); keep the CLI's lines clean."""
+    import logging
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
 
 
 def _opset() -> int:

@@ -80,6 +80,10 @@ INT8_PATHS: dict[tuple[str, str], Int8Path] = {
         "(activations stay float16/float32)", "not run: needs macOS", ("coreml",)),
 }
 
+# Artifacts that carry the same scales (one PT2E conversion) and run in different int8 runtimes: each is compared
+# with its twin when the twin is in the same artifacts root (export/parity.py cross_check)
+TWINS = {("executorch", "xnnpack"): ("onnx", "pt2e"), ("onnx", "pt2e"): ("executorch", "xnnpack")}
+
 MODULES = ("quant", "calibration")  # the int8 pipeline's own code, part of every int8 artifact's code hash
 
 
@@ -118,7 +122,7 @@ class Quantized:
     quantizer: Any = None  # the quantizer that annotated it (litert-torch's converter wants it back)
 
 
-_PT2E: dict[tuple, Quantized] = {}
+_PT2E: dict[str, tuple[tuple, Quantized]] = {}
 
 
 def calibration_batch(job) -> np.ndarray:
@@ -134,7 +138,7 @@ def pt2e(job, flavour: str = "xnnpack") -> Quantized:
     flavour "xnnpack": ExecuTorch's XNNPACKQuantizer (per-channel symmetric), weights folded to int8 (the .pte,
     the second ONNX converter and Core ML share it, so the three carry the same scales); "litert": litert-torch's
     PT2EQuantizer, weights left as quantize ops (fold_quantize=False, what litert-torch's converter expects).
-    One result is kept per process (the formats of one model follow each other).
+    One result per flavour is kept per process (the formats of one model follow each other).
     """
     import time
 
@@ -142,8 +146,8 @@ def pt2e(job, flavour: str = "xnnpack") -> Quantized:
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     key = (id(job.model), job.name, job.resolution, job.calibration.digest, flavour)
-    if key in _PT2E:
-        return _PT2E[key]
+    if _PT2E.get(flavour, (None,))[0] == key:
+        return _PT2E[flavour][1]
     if flavour == "xnnpack":
         from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
             XNNPACKQuantizer,
@@ -168,8 +172,7 @@ def pt2e(job, flavour: str = "xnnpack") -> Quantized:
         seconds["convert"] = time.perf_counter() - t
     q = Quantized(converted, scales_digest(converted), fx_output_step(converted), flavour,
                   {k: round(v, 2) for k, v in seconds.items()}, quantizer)
-    _PT2E.clear()
-    _PT2E[key] = q
+    _PT2E[flavour] = (key, q)  # one per flavour: a model's formats follow each other in a process
     return q
 
 
