@@ -66,9 +66,13 @@ def main(argv: list[str] | None = None) -> int:
 
     jobs = [(f, c.name) for f in fmts for c in FORMATS[f].converters if supports(FORMATS[f], c, args.precision)] \
         if args.converter == "all" else [(f, args.converter) for f in fmts]
+    if args.calibration is not None and args.precision == "int8":
+        from export.calibration import folder_set
+
+        folder_set(args.calibration)  # a bad folder is one line before any conversion starts
     import export as ex  # heavy imports only once the arguments are valid
 
-    failed = 0
+    failed, errors = 0, []
     for f, conv in jobs:
         try:
             art = ex.export(model, f, args.res, precision=args.precision, converter=conv,
@@ -77,9 +81,18 @@ def main(argv: list[str] | None = None) -> int:
         except ex.ExportFailed as exc:
             art = exc.artifact
             failed += 1
+        except ToolkitError as exc:
+            if len(jobs) == 1:
+                raise
+            print(f"export: error: {exc}", file=sys.stderr, flush=True)  # the next format still runs
+            errors.append(f"{f}{'/' + conv if conv else ''}")
+            continue
         _report(art)
-    if failed:
-        raise ToolkitError(f"{failed} artifact(s) failed the parity check (kept, marked failed in manifest.json)")
+    if failed or errors:
+        parts = ([f"{failed} artifact(s) failed the parity check (kept, marked failed in manifest.json)"]
+                 if failed else []) + ([f"{len(errors)} not exported ({', '.join(errors)}: see above)"]
+                                       if errors else [])
+        raise ToolkitError("; ".join(parts))
     return 0
 
 

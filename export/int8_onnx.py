@@ -2,8 +2,8 @@
 
     torch-dynamo  the fp32 export (export/onnx.py) -> onnxruntime's quant_pre_process -> quantize_static: QDQ
                   format, per-channel symmetric int8 weights, uint8 activations, MinMax calibration on the
-                  calibration set; attention (Softmax, MatMul of two activations) is left float
-                  (`attention_nodes`). uint8 activations because they are what onnxruntime's x86 kernels fuse: with
+                  calibration set; only op types with integer kernels here are quantized (OP_TYPES), and
+                  attention (Softmax, MatMul of two activations) is left float (`attention_nodes`). uint8 activations because they are what onnxruntime's x86 kernels fuse: with
                   them every QDQ convolution becomes a QLinearConv, with int8 activations far fewer do (measured
                   here: docs/int8.md). The quantized reference is the same file with graph optimisations off,
                   where QuantizeLinear / DequantizeLinear run as float arithmetic around float kernels.
@@ -34,6 +34,13 @@ from export import quant
 from export.spec import Converted, Job
 from models.errors import ToolkitError
 
+# The op types quantize_static may quantize: those onnxruntime's CPU provider runs as integer kernels (QLinearConv,
+# QGemm, QLinearMatMul, QLinearAdd/Mul/Concat/Sigmoid/pools) and those that only move int8 data. Left to its
+# default list, quantize_static also wraps LayerNormalization, Slice, Gather, ... in QDQ pairs, and on
+# Mobile-Former-like graphs the fused file then disagrees with its own QDQ arithmetic (docs/int8.md).
+OP_TYPES = ("Conv", "Gemm", "MatMul", "Add", "Mul", "Concat", "Relu", "Clip", "Transpose", "Reshape", "Split",
+            "MaxPool", "GlobalAveragePool", "AveragePool", "Sigmoid", "Squeeze", "Unsqueeze", "Flatten", "Resize",
+            "Pad")
 ACTIVATIONS = "QUInt8"
 WEIGHTS = "QInt8"
 _SHAPE = {"Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Identity", "ReorderInput", "ReorderOutput"}
@@ -76,7 +83,8 @@ def _static(job: Job) -> Converted:
     with contextlib.redirect_stdout(io.StringIO()), _quiet_root_logger():  # scratch files: a TemporaryDirectory
         quantize_static(str(pre), str(path), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                         weight_type=getattr(QuantType, WEIGHTS), activation_type=getattr(QuantType, ACTIVATIONS),
-                        calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=sorted(kept))
+                        calibrate_method=CalibrationMethod.MinMax, op_types_to_quantize=list(OP_TYPES),
+                        nodes_to_exclude=sorted(kept))
     stages["quantize_static"] = time.perf_counter() - t
     _drop(work)
     record = inspect(path)

@@ -18,6 +18,14 @@ computes in fp16 and reaches 5.1e-2 / 0.9968 on Mobile-Former-294M, where PyTorc
 3.8e-2 / 0.9986. A broken conversion lands far outside (onnx2tf's wrong NHWC guess on a baseline: cosine 0.66;
 fp16 accumulation over 12,544 pixels before chunking: cosine 0.63).
 Top-1/top-5 are reported, not gated: with random weights two logits can be closer than any float error.
+
+int8 is gated against its quantized reference (export/quant.py says which, per converter), in output steps (the
+logits' quantization scale), because integer kernels never match fake-quant arithmetic exactly (about one step
+per layer): the median logit within 10 steps and the smallest per-sample cosine at least 0.85, on both sets
+(0.98 where the output is not quantized). Measured at 224 on every family and converter (docs/int8.md): healthy
+files reach medians of 0-6 steps and cosines of 0.93-1.0; onnxruntime's fused kernels on an attention graph that
+disagreed with their own QDQ arithmetic reached a median of 15-19 steps and cosines of 0.61-0.75. The cosine is a
+weak gate alone: a photograph whose logits span a few output steps has a poor cosine even for a correct file.
 """
 
 from __future__ import annotations
@@ -30,7 +38,7 @@ import numpy as np
 
 THRESHOLDS = {"fp32": {"max_rel": 1e-3, "cosine": 0.99999}, "fp16": {"max_rel": 1e-1, "cosine": 0.995},
               # int8: against the quantized reference, on both sets (docs/int8.md has the measurements)
-              "int8": {"cosine": 0.98}}
+              "int8": {"median_steps": 10.0, "cosine": 0.85, "cosine_no_step": 0.98}}
 N_RANDOM = 8
 IMAGES = ("astronaut", "coffee", "chelsea", "rocket")
 
@@ -144,12 +152,12 @@ def _against_quantized(record: dict[str, Any], key: str, x: np.ndarray, got: np.
         return [f"{key}: the quantized reference failed: {type(exc).__name__}: {' '.join(str(exc).split())[:160]}"]
     figures = q[key] = step_figures(expected, got, quantized.step)
     failures = []
-    if "within_one_step" in thresholds and not figures.get("within_one_step", 1.0) >= thresholds["within_one_step"]:
-        failures.append(f"{key}: {figures['within_one_step']:.1%} of logits within one step of the quantized "
-                        f"reference < {thresholds['within_one_step']:.0%}")
-    if not figures["cosine"] >= thresholds["cosine"]:
-        failures.append(f"{key}: cosine {figures['cosine']:.4f} against the quantized reference < "
-                        f"{thresholds['cosine']:g}")
+    if "p50_steps" in figures and not figures["p50_steps"] <= thresholds["median_steps"]:
+        failures.append(f"{key}: the median logit is {figures['p50_steps']:.0f} output steps from the quantized "
+                        f"reference > {thresholds['median_steps']:g}")
+    floor = thresholds["cosine"] if "p50_steps" in figures else thresholds["cosine_no_step"]
+    if not figures["cosine"] >= floor:
+        failures.append(f"{key}: cosine {figures['cosine']:.4f} against the quantized reference < {floor:g}")
     return failures
 
 

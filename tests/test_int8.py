@@ -222,7 +222,7 @@ def _passed_against_the_quantized_reference(art) -> dict:
     assert art.ok and p["verdict"] == "passed", p
     for key in ("random", "images"):
         q = p["quantized"][key]
-        assert q["cosine"] >= 0.98 and q["n"] > 0 and "max_steps" in q, q
+        assert q["p50_steps"] <= 10 and q["cosine"] >= 0.85 and q["n"] > 0 and "max_steps" in q, q
     assert p["images"]["cosine"] >= 0.9  # against fp32 on the photographs: drift, not a broken file
     d = art.manifest["details"]["int8"]
     assert d["int8_ops"] > 0 and d["calibration"]["n"] == 32 and d["calibration"]["digest"]
@@ -308,7 +308,7 @@ def test_pt2e_onnx_executorch_and_coreml_share_one_set_of_scales(int8):
     assert rec["conversions"] > 0 and rec["float_op_kinds"].get("XNNHardswish")
     # the cross-check: the .pte against the ONNX file with the same scales, both in their own runtime
     cc = p["cross_check"]
-    assert cc["twin"] == "onnx/pt2e" and cc["images"]["n"] == 4 and cc["images"]["cosine"] >= 0.98
+    assert cc["twin"] == "onnx/pt2e" and cc["images"]["n"] == 4 and cc["images"]["p50_steps"] <= 10
     # Core ML: structure only here; int8 weights and activation quantize / dequantize in the program
     assert coreml.manifest["parity"]["verdict"] == "not run: needs macOS"
     ops = coreml.manifest["details"]["coreml"]["ops"]
