@@ -3,10 +3,12 @@
     torch-dynamo  the fp32 export (export/onnx.py) -> onnxruntime's quant_pre_process -> quantize_static: QDQ
                   format, per-channel symmetric int8 weights, uint8 activations, MinMax calibration on the
                   calibration set; only op types with integer kernels here are quantized (OP_TYPES), and
-                  attention (Softmax, MatMul of two activations) is left float (`attention_nodes`). uint8 activations because they are what onnxruntime's x86 kernels fuse: with
-                  them every QDQ convolution becomes a QLinearConv, with int8 activations far fewer do (measured
-                  here: docs/int8.md). The quantized reference is the same file with graph optimisations off,
-                  where QuantizeLinear / DequantizeLinear run as float arithmetic around float kernels.
+                  attention (Softmax, MatMul of two activations) is left float (`attention_nodes`). uint8
+                  activations because they are what onnxruntime's x86 kernels fuse: with them every QDQ
+                  convolution becomes a QLinearConv, with int8 activations far fewer do (the pt2e file's int8
+                  activations leave conv + ReLU units float: docs/int8.md). The quantized reference is the same
+                  file with graph optimisations off, where QuantizeLinear / DequantizeLinear run as float
+                  arithmetic around float kernels.
     pt2e          the PT2E-converted model (export.quant.pt2e, the XNNPACK quantizer: the scales of the .pte)
                   exported by torch.onnx's dynamo exporter: QuantizeLinear / DequantizeLinear nodes carrying the
                   .pte's scales, so onnxruntime and ExecuTorch can be compared on one set of scales. Its quantized
