@@ -70,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
         from export.calibration import folder_set
 
         folder_set(args.calibration)  # a bad folder is one line before any conversion starts
+    import os
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # ai-edge-quantizer loads TensorFlow: its C++ info lines
     import export as ex  # heavy imports only once the arguments are valid
 
     failed, errors = 0, []

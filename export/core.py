@@ -373,10 +373,10 @@ def export(model: str, fmt: str, resolution: Any = 224, *, precision: str = "fp3
             reason = importlib.import_module(f"export.{spec.module}").runs_here()
             record.parity = Parity.from_json(parity_mod.check(art.manifest, net, lambda: load(art, threads=None),
                                                               reason, quantized=converted.reference))
-        else:
-            record.parity = Parity("not run: parity switched off")
             if int8 is not None and record.parity.verdict == "passed":
                 record.parity.cross_check = _cross_check(out_root, model, ov, res, spec, conv, art, net)
+        else:
+            record.parity = Parity("not run: parity switched off")
         record.status = "failed" if record.parity.verdict == "failed" else "ok"
         manifest = record.to_json()
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
@@ -415,7 +415,7 @@ def _cross_check(out_root: Path, model: str, ov: dict[str, Any], res: tuple[int,
     if twin.manifest.get("weights") != mine["weights"] or a.get("scales_digest") != b.get("scales_digest") or (
             a.get("calibration", {}).get("digest") != b.get("calibration", {}).get("digest")):
         return None
-    return parity_mod.cross_check(mine, net, load(art, threads=None), twin)
+    return parity_mod.cross_check(mine, net, load(art, threads=None), twin, load(twin, threads=None))
 
 
 def _say(text: str) -> None:

@@ -161,14 +161,12 @@ def _against_quantized(record: dict[str, Any], key: str, x: np.ndarray, got: np.
     return failures
 
 
-def cross_check(manifest: dict[str, Any], model, runner, twin) -> dict[str, Any]:
+def cross_check(manifest: dict[str, Any], model, runner, twin, other) -> dict[str, Any]:
     """int8: this artifact against its twin (another runtime, the same scales: export.quant.TWINS) on the parity
-    inputs, in output steps. `twin` is the twin's Artifact; the figures are recorded, not gated."""
+    inputs, in output steps. `twin` is the twin's Artifact and `other` its runner; the figures are recorded, not
+    gated."""
     res = tuple(manifest["resolution"])
     ref = _reference(model, res, manifest["input"]["mean"], manifest["input"]["std"], False)
-    from export.core import load
-
-    other = load(twin, threads=None)
     step = (twin.manifest.get("details") or {}).get("int8", {}).get("output_step")
     out: dict[str, Any] = {"twin": f"{twin.manifest['format']}/{twin.manifest['converter']}",
                            "twin_file_sha256": twin.manifest.get("file_sha256")}
