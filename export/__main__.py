@@ -48,11 +48,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--force", action="store_true", help="re-export even if a cached artifact matches")
     ap.add_argument("--dynamic", action="store_true",
                     help="symbolic height/width instead of a fixed shape (onnx only; parity checked at two sizes)")
+    ap.add_argument("--optimize", nargs="?", const="on", default="off", metavar="on|off",
+                    help="also write the optimized artifact beside the plain one (<leaf>-opt/): the family's export "
+                         "form and the format's graph tools, checked against PyTorch and against the plain artifact "
+                         "(`--optimize` = on; make export OPTIMIZE=1)")
     args = ap.parse_args(argv)
 
     from models.__main__ import model_and_overrides
 
     model, overrides = model_and_overrides(args.model, args.set)
+    if args.optimize not in ("on", "off", "1", "0"):
+        raise ToolkitError(f"--optimize takes on or off (or 1, 0), not {args.optimize!r}")
+    if args.optimize in ("on", "1") and args.precision == "int8":
+        raise ToolkitError("--optimize applies to fp32 and fp16: an int8 graph is what its quantizer writes "
+                           "(docs/int8.md); drop --optimize or the int8 precision")
 
     fmts = list(FORMATS) if args.format == "all" else [f.strip() for f in args.format.split(",") if f.strip()]
     if not fmts:
@@ -77,20 +86,22 @@ def main(argv: list[str] | None = None) -> int:
 
     failed, errors = 0, []
     for f, conv in jobs:
-        try:
-            art = ex.export(model, f, args.res, precision=args.precision, converter=conv,
-                            checkpoint=args.checkpoint, overrides=overrides, out=args.out,
-                            seed=args.seed, force=args.force, dynamic=args.dynamic, calibration=args.calibration)
-        except ex.ExportFailed as exc:
-            art = exc.artifact
-            failed += 1
-        except ToolkitError as exc:
-            if len(jobs) == 1:
-                raise
-            print(f"export: error: {exc}", file=sys.stderr, flush=True)  # the next format still runs
-            errors.append(f"{f}{'/' + conv if conv else ''}")
-            continue
-        _report(art)
+        for optimize in (False, True) if args.optimize in ("on", "1") else (False,):
+            try:
+                art = ex.export(model, f, args.res, precision=args.precision, converter=conv,
+                                checkpoint=args.checkpoint, overrides=overrides, out=args.out, seed=args.seed,
+                                force=args.force, dynamic=args.dynamic, calibration=args.calibration,
+                                optimize=optimize)
+            except ex.ExportFailed as exc:
+                art = exc.artifact
+                failed += 1
+            except ToolkitError as exc:
+                if len(jobs) == 1:
+                    raise
+                print(f"export: error: {exc}", file=sys.stderr, flush=True)  # the next format still runs
+                errors.append(f"{f}{'/' + conv if conv else ''}{' optimized' if optimize else ''}")
+                continue
+            _report(art)
     if failed or errors:
         parts = ([f"{failed} artifact(s) failed the parity check (kept, marked failed in manifest.json)"]
                  if failed else []) + ([f"{len(errors)} not exported ({', '.join(errors)}: see above)"]
@@ -105,8 +116,12 @@ def _report(art) -> None:
     m = art.manifest
     how = "cached" if art.cached else f"{m['export_seconds']:.1f}s"
     size = m["file_bytes"] / 1e6
-    print(f"{m['format']:<10} {m['converter']:<12} {m['precision']}  {size:6.1f} MB  {how:>7}  "
-          f"{summary(m['parity'])}")
+    print(f"{m['format']:<10} {m['converter']:<12} {m['precision']}{' opt' if m.get('optimized') else ''}  "
+          f"{size:6.1f} MB  {how:>7}  {summary(m['parity'])}")
+    if m.get("optimized"):
+        from export.optimize import describe
+
+        print(f"           {describe(m)}")
     print(f"           {art.file}")
 
 

@@ -242,7 +242,7 @@ def _prepare_out(out: Path) -> None:
 def export(model: str, fmt: str, resolution: Any = 224, *, precision: str = "fp32", converter: str | None = None,
            checkpoint: str | Path | None = None, overrides: dict[str, Any] | None = None, out: str | Path | None = None,
            seed: int = DEFAULT_SEED, parity: bool = True, force: bool = False, dynamic: bool = False,
-           calibration: str | Path | None = None) -> Artifact:
+           calibration: str | Path | None = None, optimize: bool = False) -> Artifact:
     """Export a registered model to one format at one static resolution, verify it, and write its manifest.
 
     Args:
@@ -260,6 +260,8 @@ def export(model: str, fmt: str, resolution: Any = 224, *, precision: str = "fp3
             second resolution, because a graph can silently bake in shape-dependent choices (a baseline does).
         calibration: int8 only: a folder of JPEG / PNG images to calibrate on (default: seeded crops of the
             scikit-image photographs the parity check does not use; export/calibration.py).
+        optimize: the optimized artifact beside the plain one (export/optimize.py): the family's export form and
+            the format's graph tools, checked against PyTorch and against the plain artifact (exported first).
     """
     spec = format_spec(fmt)
     conv = spec.converter(converter)
@@ -276,6 +278,9 @@ def export(model: str, fmt: str, resolution: Any = 224, *, precision: str = "fp3
     int8 = quant.int8_path(spec, conv) if precision == "int8" else None
     if calibration is not None and int8 is None:
         raise ToolkitError("--calibration applies to --precision int8 only")
+    if int8 is not None and optimize:
+        raise ToolkitError("--optimize applies to fp32 and fp16: an int8 graph is what its quantizer writes "
+                           "(docs/int8.md); drop --optimize or the int8 precision")
     if int8 is not None and dynamic:
         raise ToolkitError("int8 artifacts have a static input shape (their scales are calibrated at one size); "
                            "drop --dynamic")
@@ -297,6 +302,10 @@ def export(model: str, fmt: str, resolution: Any = 224, *, precision: str = "fp3
         calib = calibration_mod.resolve(calibration)  # every image checked before anything is written
     out_root = Path(out) if out is not None else DEFAULT_OUT
     final = artifact_dir(out_root, model, ov, res, spec, conv.name, precision, dynamic)
+    if optimize:
+        from export import optimize as opt
+
+        final = final.with_name(final.name + opt.SUFFIX)
     key_fields = {"model": model, "overrides": ov, "weights": {k: v for k, v in weights.items() if k != "checkpoint"},
                   "resolution": list(res), "format": fmt, "converter": conv.name, "converter_versions": versions,
                   "precision": precision, "parity": parity, "dynamic": dynamic,
@@ -305,6 +314,8 @@ def export(model: str, fmt: str, resolution: Any = 224, *, precision: str = "fp3
         key_fields["calibration"] = {"digest": calib.digest, "n": calib.n}
         key_fields["code"] = code_hash(*sorted({conv.module, spec.module, *conv.depends, int8.module, *int8.depends,
                                                  *quant.MODULES}))
+    if optimize:  # only then, so the keys of plain artifacts stay what they were
+        key_fields.update(optimize=opt.VERSION, code_optimize=code_hash("optimize"))
     cache_key = hashlib.sha256(json.dumps(key_fields, sort_keys=True).encode()).hexdigest()[:24]
 
     if final.exists() or final.is_symlink():
@@ -321,6 +332,10 @@ def export(model: str, fmt: str, resolution: Any = 224, *, precision: str = "fp3
                 return _raise_if_failed(Artifact(final, final / cached["file"], cached, cached=True))
 
     _prepare_out(out_root)
+    plain_art = None
+    if optimize:  # the reference it is checked against, exported (or found cached) first
+        plain_art = export(model, fmt, res, precision=precision, converter=converter, checkpoint=checkpoint,
+                           overrides=ov, out=out_root, seed=seed, parity=parity, dynamic=dynamic)
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -338,8 +353,10 @@ def export(model: str, fmt: str, resolution: Any = 224, *, precision: str = "fp3
         model_key = (model, tuple(sorted(ov.items())), json.dumps(weights, sort_keys=True))
         stem = f"{model}_{models.format_resolution(res)}_{fmt}" + (
             "" if conv.name == spec.default_converter else f"_{conv.name.replace('-', '_')}") + f"_{precision}"
-        job = Job(model, net, res, precision, conv.name, tmp, stem, {},
-                  functools.partial(capture, model_key, net, res), dynamic=dynamic, calibration=calib)
+        form, steps = (opt.model_form(model, net, fmt) if optimize else (net, []))
+        form_key = (*model_key, "optimized", fmt) if form is not net else model_key
+        job = Job(model, form, res, precision, conv.name, tmp, stem, {"optimize": True} if optimize else {},
+                  functools.partial(capture, form_key, form, res), dynamic=dynamic, calibration=calib)
         module = importlib.import_module(f"export.{int8.module if int8 else conv.module}")
         try:
             converted: Converted = module.convert(job)
@@ -349,6 +366,8 @@ def export(model: str, fmt: str, resolution: Any = 224, *, precision: str = "fp3
             msg = " ".join(str(exc).split())[:300] or type(exc).__name__
             raise ToolkitError(f"{conv.name} failed to convert {model} at {models.format_resolution(res)} "
                                f"to {fmt}{' int8' if int8 else ''}: {type(exc).__name__}: {msg}") from None
+        if optimize:
+            steps += opt.post_convert(fmt, converted)
         export_seconds = time.perf_counter() - t0
         info = models.info(model, res, **ov)
         hw = (f"height {info.min_resolution}..{models.MAX_RESOLUTION}", f"width {info.min_resolution}.."
@@ -366,6 +385,11 @@ def export(model: str, fmt: str, resolution: Any = 224, *, precision: str = "fp3
         if int8 is not None:
             record.details.setdefault("int8", {}).update(
                 {"how": int8.how, "calibration": calib.record(), "reference": int8.reference})
+        record.graph = _graph_counts(fmt, converted)
+        if optimize:
+            record.optimized = True
+            record.optimization = {"steps": steps, "plain": opt.counts_of(plain_art.manifest),
+                                   "plain_artifact": str(plain_art.dir)}
         art = Artifact(tmp, tmp / converted.file.name, record.to_json())
         if parity:
             from export import parity as parity_mod
@@ -375,6 +399,8 @@ def export(model: str, fmt: str, resolution: Any = 224, *, precision: str = "fp3
                                                               reason, quantized=converted.reference))
             if int8 is not None and record.parity.verdict == "passed":
                 record.parity.cross_check = _cross_check(out_root, model, ov, res, spec, conv, art, net)
+            if optimize and record.parity.verdict == "passed":
+                _check_vs_plain(record, art, net, plain_art)
         else:
             record.parity = Parity("not run: parity switched off")
         record.status = "failed" if record.parity.verdict == "failed" else "ok"
@@ -416,6 +442,24 @@ def _cross_check(out_root: Path, model: str, ov: dict[str, Any], res: tuple[int,
             a.get("calibration", {}).get("digest") != b.get("calibration", {}).get("digest")):
         return None
     return parity_mod.cross_check(mine, net, load(art, threads=None), twin, load(twin, threads=None))
+
+
+def _graph_counts(fmt: str, converted: Converted) -> dict[str, Any]:
+    from export.optimize import graph_counts
+
+    return graph_counts(fmt, converted.file, converted.details, tree_size(converted.file))
+
+
+def _check_vs_plain(record: Manifest, art: Artifact, net: Any, plain_art: Artifact) -> None:
+    """An optimized artifact must compute what the plain one computes (export/optimize.py, VS_PLAIN_MAX_REL)."""
+    from export.optimize import versus_plain
+
+    vs = versus_plain(art.manifest, net, plain_art.manifest, lambda: load(plain_art, threads=None),
+                      lambda: load(art, threads=None))
+    record.parity.vs_plain = vs
+    if vs["verdict"] == "failed":
+        record.parity.verdict = "failed"
+        record.parity.reason = vs["reason"]
 
 
 def _say(text: str) -> None:
