@@ -115,7 +115,8 @@ def test_bad_calibration_input_is_one_line_and_nothing_is_written(tmp_path, case
     (("--format", "onnx", "--converter", "pt2e"), "makes int8 artifacts only; fp32 onnx is made by: torch-dynamo"),
     (("--format", "onnx", "--precision", "int8", "--dynamic"), "static input shape"),
     (("--format", "onnx", "--calibration", "."), "--calibration applies to --precision int8 only"),
-    (("--format", "onnx", "--precision", "int4"), "invalid choice")])
+    (("--format", "onnx", "--precision", "int4"), "invalid choice"),
+    (("--format", "onnx", "--precision", "int8", "--optimize"), "--optimize applies to fp32 and fp16")])
 def test_int8_refusals_are_one_line(tmp_path, args, needle):
     proc = cli("--model", MODEL, "--res", str(RES), "--out", str(tmp_path / "out"), *args)
     if needle == "invalid choice":  # argparse's own usage error
