@@ -17,8 +17,8 @@ from export.spec import FormatSpec
 from models.errors import ToolkitError
 
 # the pipeline's own modules (they declare no format, and some import this one)
-_NOT_FORMATS = {"__init__", "__main__", "calibration", "core", "formats", "hostlock", "manifest", "matrix", "optimize",
-                "parity", "quant", "spec"}
+_NOT_FORMATS = {"__init__", "__main__", "calibration", "core", "formats", "hostlock", "int8_table", "manifest",
+                "matrix", "optimize", "parity", "quant", "spec"}
 
 
 def _discover() -> dict[str, FormatSpec]:

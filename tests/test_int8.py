@@ -315,6 +315,12 @@ def test_pt2e_onnx_executorch_and_coreml_share_one_set_of_scales(int8):
     ops = coreml.manifest["details"]["coreml"]["ops"]
     assert ops.get("quantize", 0) > 20 and ops.get("dequantize", 0) > 20
     assert ops.get("constexpr_affine_dequantize", 0) > 40
+    # the generated tables of docs/int8.md read these manifests back: one parity row per artifact, the twin's rows
+    from export import int8_table
+
+    ms = int8_table.manifests(pte.dir.parent.parent.parent, f"{RES}x{RES}")
+    assert {(m["format"], m["converter"]) for m in ms} >= {("onnx", "pt2e"), ("executorch", "xnnpack")}
+    assert "onnx/pt2e" in int8_table.cross_table(ms) and "XNNHardswish" in int8_table.float_table(ms)
 
 
 @pytest.mark.export
