@@ -135,23 +135,39 @@ def finish(job: Job, path: Path, stages: dict[str, float], tool: str, reference:
 
 def reference_kernels(path: Path, nhwc: bool = False) -> quant.Reference:
     """The same file on LiteRT's reference kernels (no XNNPACK): the quantized reference of files that have no
-    PyTorch-side one. It takes NCHW batches like every reference (an NHWC file's are transposed here)."""
+    PyTorch-side one. It takes NCHW batches like every reference (an NHWC file's are transposed here).
+
+    The reference kernels run in a child process: on some files they abort the process (SIGABRT inside LiteRT's
+    reference FULLY_CONNECTED / BATCH_MATMUL path: Mobile-Former-294M's full-integer file at 224, while XNNPACK
+    runs the same file), and an abort in the export's own process would end the CLI with no line at all. In a
+    child it is one failed check ("the quantized reference failed: ... aborted") and the next format still runs."""
+
+    def run(x):
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+        from concurrent.futures.process import BrokenProcessPool
+
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            try:
+                return pool.submit(_on_reference_kernels, str(path), nhwc, x).result()
+            except BrokenProcessPool:
+                raise RuntimeError("LiteRT's reference kernels aborted on this file (the child process died); "
+                                   "XNNPACK ran it") from None
+
+    return quant.Reference(run, "the same file on LiteRT's reference kernels (no XNNPACK)", None)
+
+
+def _on_reference_kernels(path: str, nhwc: bool, x):
+    """In the child: one batch through the file on the reference kernels (NCHW in, logits out)."""
+    import numpy as np
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     from export import tflite
 
-    interp = Interpreter(model_path=str(path), num_threads=1, experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
+    interp = Interpreter(model_path=path, num_threads=1, experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
     interp.allocate_tensors()
-    run = tflite.runner(interp, path)
-    if nhwc:
-        import numpy as np
-
-        nchw = run
-
-        def run(x):
-            return nchw(np.ascontiguousarray(x.transpose(0, 2, 3, 1)))
-
-    return quant.Reference(run, "the same file on LiteRT's reference kernels (no XNNPACK)", None)
+    run = tflite.runner(interp, Path(path))
+    return run(np.ascontiguousarray(x.transpose(0, 2, 3, 1)) if nhwc else x)
 
 
 # --------------------------------------------------------------------------------------------- the file
