@@ -24,10 +24,11 @@ override VENV_DIR   := $(VENV_CACHE)/venv-$(LOCK_HASH)
 override VENV       := .venv
 override PY         := $(VENV)/bin/python
 
-# export: make export TARGET=coreml MODEL=<name>[:key=value] RES=224 [PRECISION=fp16] [OPTIMIZE=1]
+# export: make export TARGET=coreml MODEL=<name>[:key=value] RES=224 [PRECISION=fp16|int8] [CALIBRATION=dir]
+#         [OPTIMIZE=1]
 # why:    make why [MODELS=a,b] [FORMATS=onnx] [RES=128,512] [ITERS=100] [THREADS=1] [DEVICE=host]
 # bench:  make bench [MODELS=a,b] [FORMATS=onnx,tflite] [RES=128,224] [ITERS=100] [ROUNDS=10] [WARMUP=10]
-#                    [THREADS=1] [OPTIMIZE=both|on|off]
+#                    [THREADS=1] [PRECISION=fp32,int8] [OPTIMIZE=both|on|off]
 #                    [DEVICE=host] [PROFILES=my-devices.toml]
 # A variable left unset is not passed at all: the defaults live in one place (models/defaults.py and the tools'
 # own --help), not here.
@@ -36,7 +37,7 @@ TARGET     ?= all
 # text), reaches the recipes through the environment and is expanded by the shell inside double quotes
 # ("$$MODEL"), never pasted into the recipe text: `make export MODEL='x; rm -rf ~'` is just a bad model name.
 # (PYTEST_ARGS is split into words, with globbing off, and never evaluated.)
-USER_VARS  := TARGET MODEL PRECISION MODELS FORMATS ITERS ROUNDS WARMUP THREADS DEVICE PROFILES RES PYTEST_ARGS \
+USER_VARS  := TARGET MODEL PRECISION CALIBRATION MODELS FORMATS ITERS ROUNDS WARMUP THREADS DEVICE PROFILES RES PYTEST_ARGS \
               OPTIMIZE
 $(foreach v,$(USER_VARS),$(eval override $(v) := $$(value $(v))))
 export PYTHON VENV_CACHE VENV_DIR $(USER_VARS)
@@ -46,7 +47,9 @@ help:
 	@echo "make bench    set up, export the default models and benchmark them on this machine, write the report"
 	@echo "make test     set up, then run the whole test suite"
 	@echo "make test-fast  the suite without real conversions or sweeps (the inner loop)"
-	@echo "make export TARGET=<format|all> MODEL=<name>[:key=value] RES=<224|192x256> [PRECISION=fp16] [OPTIMIZE=1]"
+	@echo "make export TARGET=<format|all> MODEL=<name>[:key=value] RES=<224|192x256> [PRECISION=fp16|int8]"
+	@echo "             [CALIBRATION=<folder of JPEG/PNG>] (int8; default: seeded crops of scikit-image photographs)"
+	@echo "             [OPTIMIZE=1] (fp32, fp16: the optimized artifact beside the plain one)"
 	@echo "make why      why Mobile-Former slows down on small images: ablations, fixed cost, peak, feedback path"
 	@echo "make report   re-render the latest report from results/results.sqlite"
 	@echo "make models   the model table"
@@ -69,13 +72,15 @@ models: setup
 
 export: setup
 	$(PY) -m export --format "$$TARGET" $${MODEL:+--model "$$MODEL"} $${RES:+--res "$$RES"} \
-	  $${PRECISION:+--precision "$$PRECISION"} $${OPTIMIZE:+--optimize "$$OPTIMIZE"}
+	  $${PRECISION:+--precision "$$PRECISION"} $${CALIBRATION:+--calibration "$$CALIBRATION"} \
+	  $${OPTIMIZE:+--optimize "$$OPTIMIZE"}
 
 bench: setup
 	$(PY) -m bench run $${DEVICE:+--device "$$DEVICE"} $${PROFILES:+--profiles "$$PROFILES"} \
 	  $${MODELS:+--models "$$MODELS"} $${FORMATS:+--formats "$$FORMATS"} $${RES:+--res "$$RES"} \
 	  $${ITERS:+--iters "$$ITERS"} $${ROUNDS:+--rounds "$$ROUNDS"} $${WARMUP:+--warmup "$$WARMUP"} \
-	  $${THREADS:+--threads "$$THREADS"} $${OPTIMIZE:+--optimize "$$OPTIMIZE"}
+	  $${THREADS:+--threads "$$THREADS"} $${PRECISION:+--precision "$$PRECISION"} \
+	  $${OPTIMIZE:+--optimize "$$OPTIMIZE"}
 
 why: setup
 	$(PY) -m bench why $${DEVICE:+--device "$$DEVICE"} $${PROFILES:+--profiles "$$PROFILES"} \

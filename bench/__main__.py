@@ -113,7 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--compute-units", metavar="LIST",
                    help="Core ML compute units to sweep on a Mac or iPhone, a comma list of CPU_ONLY, CPU_AND_GPU, "
                         "CPU_AND_NE, ALL (default: the device profile's compute_units)")
-    r.add_argument("--precision", default="fp32", help="fp32, fp16 or both as a comma list (default: fp32)")
+    r.add_argument("--precision", "--precisions", dest="precision", default="fp32",
+                   help="fp32, fp16, int8 or a comma list, e.g. fp32,int8 (int8: each format's own static "
+                        "quantization, calibrated on photographs; docs/int8.md) (default: fp32)")
     r.add_argument("--optimize", default="off", metavar="off|on|both",
                    help="time the plain artifacts (off), the `export --optimize` ones (on), or both in the same "
                         "interleaved rounds, with a report section 'as exported vs optimized' (default: off)")

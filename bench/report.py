@@ -19,7 +19,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import analysis, optimized, plots, why_report, why_store, writers
+from bench import analysis, int8_report, optimized, plots, why_report, why_store, writers
 from bench.store import Store
 
 
@@ -149,7 +149,7 @@ def render_report(store: Store, run_id: str, reports_root: str | Path) -> Render
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return Rendered(final, analysis.console_lines(a))
+    return Rendered(final, analysis.console_lines(a) + [f"- {s}" for s in int8_report.answer_items(a, analysis.plain)])
 
 
 def _point_latest(root: Path, run_id: str) -> None:

@@ -65,6 +65,7 @@ CELL_COLUMNS = {
     # benchmark_model); NULL or 1: samples_ms holds them (every measured cell)
     "raw_samples": "INTEGER",
     "source": "TEXT",  # JSON, imported cells: tool, variant, file, sha256 and the aggregates as the tool printed them
+    "quant": "TEXT",  # JSON, int8 cells: per op kind int8 / float, conversions, parity figures (bench/sweep.py _quant)
     "optimized": "INTEGER",  # 1: the `--optimize` artifact (export/optimize.py); NULL: the plain one
     "graph": "TEXT",  # JSON: the artifact's node counts, delegated ops, bytes (export/optimize.py graph_counts)
 }
@@ -400,7 +401,7 @@ class Store:
             for k in CELL_COLUMNS:  # a read-only store of an older version lacks the newer columns
                 r.setdefault(k, None)
             for k in ("overrides", "samples_ms", "cpu_samples_ms", "cpus", "runtime_versions", "attempt_cvs",
-                      "rounds", "source", "device_state", "graph"):
+                      "rounds", "source", "device_state", "quant", "graph"):
                 r[k] = json.loads(r[k]) if r.get(k) else ({} if k in ("overrides", "runtime_versions") else None)
             r["unstable"] = bool(r["unstable"]) if r["unstable"] is not None else None
             r["raw_samples"] = r["raw_samples"] != 0  # NULL (every measured cell) or 1: samples_ms are raw

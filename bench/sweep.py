@@ -139,14 +139,16 @@ class SweepArgs:
     def cells(self) -> list[Cell]:
         from bench.why_plan import keep
         from export import FORMATS
+        from export.quant import supports
 
         out = []
         for (name, ov), fmt, prec, res, th, mode, opt in itertools.product(
                 self.models, self.formats, self.precisions, self.resolutions, self.threads, self.modes, self.optimize):
             spec = FORMATS[fmt]
-            if mode and mode not in spec.modes or opt and _is_probe(name):  # instruments are timed as they are
-                continue
-            convs = [c.name for c in spec.converters if c.name in self.converters] or [spec.default_converter]
+            if mode and mode not in spec.modes or opt and (_is_probe(name) or prec == "int8"):
+                continue  # instruments are timed as they are; an int8 graph is its quantizer's (no --optimize)
+            able = [c.name for c in spec.converters if supports(spec, c, prec)]  # int8-only ones: int8 cells
+            convs = [c for c in able if c in self.converters] or able[:1]
             units = self.compute_units if fmt == "coreml" and self.compute_units else ("",)
             for conv, u in itertools.product(convs, units):
                 cell = Cell(name, ov, fmt, conv, prec, res[0], res[1], self.device, th, mode, u, opt)
@@ -327,6 +329,21 @@ def _parity(manifest: dict[str, Any] | None) -> dict[str, Any]:
             "parity_max_rel": w["max_rel"], "parity_cosine": w["cosine"], "parity_top1": w["top1"]}
 
 
+def _quant(manifest: dict[str, Any] | None) -> str | None:
+    """int8 cells: the manifest's op-kind record and parity figures, as the report needs them (JSON)."""
+    m = manifest or {}
+    q = (m.get("details") or {}).get("int8")
+    if m.get("precision") != "int8" or not isinstance(q, dict):
+        return None
+    p = m.get("parity") or {}
+    keep = ("ops", "int8_ops", "float_ops", "float_op_kinds", "conversions", "summary", "counted")
+    return json.dumps({**{k: q[k] for k in keep if k in q},
+                       "calibration": {k: (q.get("calibration") or {}).get(k) for k in ("source", "n", "digest")},
+                       "checkpoint": "sha256" in (m.get("weights") or {}),
+                       "quantized": p.get("quantized"), "fp32": p.get("images"), "cross_check": p.get("cross_check")},
+                      sort_keys=True, default=str)
+
+
 def cell_row(run_id: str, seq: int, cell: Cell, *, args: SweepArgs, status: str, manifest: dict | None = None,
              artifact: str | None = None, size: tuple[int, int] | None = None, measurement: Any = None,
              stage: str | None = None, error: str | None = None, session: str | None = None) -> dict[str, Any]:
@@ -342,6 +359,7 @@ def cell_row(run_id: str, seq: int, cell: Cell, *, args: SweepArgs, status: str,
         "graph": json.dumps(counts_of(manifest), sort_keys=True) if manifest else None,
         "iterations": args.iterations, "warmup": args.warmup, "artifact": artifact,
         "artifact_bytes": m.get("file_bytes"), "export_seconds": m.get("export_seconds"), **_parity(manifest),
+        "quant": _quant(manifest),
         "status": status, "stage": stage, "error": error, "finished": _now(),
     }
     if measurement is not None:

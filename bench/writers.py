@@ -12,7 +12,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from bench import stats
+from bench import int8_report, stats
 from bench.analysis import (
     AGG_MARK,
     AGG_RULE,
@@ -116,7 +116,7 @@ def markdown(a: Analysis) -> str:
     # ---- the answer
     if a.pairs:
         lines += ["## The answer", ""]
-        lines += [f"- {item}" for item in answer(a)]
+        lines += [f"- {item}" for item in answer(a) + int8_report.answer_items(a)]
         lines.append("")
     else:
         lines += [no_pair_text(a), ""]
@@ -139,6 +139,7 @@ def markdown(a: Analysis) -> str:
                 table.append(["CPU-time ratio", *["" if c is None else f"{c:.2f}" for c in p.cpu_ratios]])
             lines += md_table(["resolution", *[lbl + ("*" if u else "") + (AGG_MARK if q.aggregates else "")
                                                for lbl, u, q in zip(p.labels, p.unstable, p.curve.points)]], table)
+    lines += int8_report.section(a, md_table)
     # ---- latency tables
     lines += ["## Latency (ms): median / mean of the timed iterations", ""]
     for rt in a.runtimes:

@@ -20,16 +20,26 @@ def main(argv: list[str] | None = None) -> int:
         epilog=f"examples:\n  python -m export --model {defaults.EXPORT_MODEL} --format coreml --res 224\n"
                f"  python -m export --model {defaults.EXPORT_MODEL}:tokens=3 --format tflite --converter onnx2tf "
                "--res 192x256\n"
-               f"  python -m export --model {defaults.SWEEP_MODELS[1]} --format all --precision fp16",
+               f"  python -m export --model {defaults.SWEEP_MODELS[1]} --format all --precision fp16\n"
+               f"  python -m export --model {defaults.SWEEP_MODELS[1]} --format all --converter all --precision int8 "
+               "--calibration my-photos/",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=defaults.EXPORT_MODEL,
                     help="a name from `python -m models list`, with overrides as NAME:key=value, e.g. "
                          f"{defaults.EXPORT_MODEL}:tokens=3 (default: %(default)s)")
     ap.add_argument("--format", required=True, help=f"{', '.join(FORMATS)} or all (comma-separated list allowed)")
     ap.add_argument("--res", default="224", help="N or HxW (height x width), e.g. 224 or 192x256 (default 224)")
-    ap.add_argument("--precision", default="fp32", choices=PRECISIONS)
+    ap.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                    help="fp32 (default), fp16, or int8: static post-training quantization, each format's own "
+                         "toolchain (docs/int8.md)")
+    ap.add_argument("--calibration", metavar="DIR",
+                    help="int8: a folder of JPEG / PNG images to calibrate on (default: seeded crops of the "
+                         "scikit-image photographs the parity check does not use)")
     ap.add_argument("--checkpoint", help="local weights file (default: fixed-seed random weights)")
-    ap.add_argument("--converter", help="tflite: litert-torch (default) or onnx2tf")
+    ap.add_argument("--converter", help="; ".join(f"{f.name}: " + ", ".join(
+        c.name + ("" if c.precisions else " (int8 only)") for c in f.converters) for f in FORMATS.values()
+        if len(f.converters) > 1) + "; all = every converter of the format(s) that makes the precision "
+                    "(default: each format's first)")
     ap.add_argument("--set", action="append", metavar="KEY=VALUE",
                     help="the same as --model NAME:KEY=VALUE (kept for older scripts)")
     ap.add_argument("--out", default=str(DEFAULT_OUT), help="artifacts root (default: %(default)s)")
@@ -49,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     model, overrides = model_and_overrides(args.model, args.set)
     if args.optimize not in ("on", "off", "1", "0"):
         raise ToolkitError(f"--optimize takes on or off (or 1, 0), not {args.optimize!r}")
+    if args.optimize in ("on", "1") and args.precision == "int8":
+        raise ToolkitError("--optimize applies to fp32 and fp16: an int8 graph is what its quantizer writes "
+                           "(docs/int8.md); drop --optimize or the int8 precision")
 
     fmts = list(FORMATS) if args.format == "all" else [f.strip() for f in args.format.split(",") if f.strip()]
     if not fmts:
@@ -56,23 +69,44 @@ def main(argv: list[str] | None = None) -> int:
     for f in fmts:
         if f not in FORMATS:
             raise ToolkitError(f"unknown format {f!r}; valid: {', '.join(FORMATS)}, all")
-    if args.converter and len(fmts) != 1:
-        raise ToolkitError("--converter applies to one format; name it with --format")
+    if args.converter and args.converter != "all" and len(fmts) != 1:
+        raise ToolkitError("--converter applies to one format; name it with --format (or pass --converter all)")
+    from export.quant import supports
+
+    jobs = [(f, c.name) for f in fmts for c in FORMATS[f].converters if supports(FORMATS[f], c, args.precision)] \
+        if args.converter == "all" else [(f, args.converter) for f in fmts]
+    if args.calibration is not None and args.precision == "int8":
+        from export.calibration import folder_set
+
+        folder_set(args.calibration)  # a bad folder is one line before any conversion starts
+    import os
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # ai-edge-quantizer loads TensorFlow: its C++ info lines
     import export as ex  # heavy imports only once the arguments are valid
 
-    failed = 0
-    for f in fmts:
+    failed, errors = 0, []
+    for f, conv in jobs:
         for optimize in (False, True) if args.optimize in ("on", "1") else (False,):
             try:
-                art = ex.export(model, f, args.res, precision=args.precision, converter=args.converter,
+                art = ex.export(model, f, args.res, precision=args.precision, converter=conv,
                                 checkpoint=args.checkpoint, overrides=overrides, out=args.out, seed=args.seed,
-                                force=args.force, dynamic=args.dynamic, optimize=optimize)
+                                force=args.force, dynamic=args.dynamic, calibration=args.calibration,
+                                optimize=optimize)
             except ex.ExportFailed as exc:
                 art = exc.artifact
                 failed += 1
+            except ToolkitError as exc:
+                if len(jobs) == 1:
+                    raise
+                print(f"export: error: {exc}", file=sys.stderr, flush=True)  # the next format still runs
+                errors.append(f"{f}{'/' + conv if conv else ''}{' optimized' if optimize else ''}")
+                continue
             _report(art)
-    if failed:
-        raise ToolkitError(f"{failed} artifact(s) failed the parity check (kept, marked failed in manifest.json)")
+    if failed or errors:
+        parts = ([f"{failed} artifact(s) failed the parity check (kept, marked failed in manifest.json)"]
+                 if failed else []) + ([f"{len(errors)} not exported ({', '.join(errors)}: see above)"]
+                                       if errors else [])
+        raise ToolkitError("; ".join(parts))
     return 0
 
 

@@ -126,7 +126,13 @@ def build_model(name: str, overrides: dict[str, Any], weights: dict[str, Any]):
             _MODELS[key] = models.create(name, checkpoint=weights["checkpoint"], **overrides)
         else:
             _MODELS.clear()
-            _MODELS[key] = models.seeded(name, seed=weights["seed"], **overrides)
+            net = models.seeded(name, seed=weights["seed"], **overrides)
+            if weights.get("batchnorm"):  # int8 of seeded weights: statistics measured on photographs
+                from export.calibration import natural_batchnorm
+
+                s = models.spec(name)
+                net = natural_batchnorm(net, s.mean, s.std, weights["seed"])
+            _MODELS[key] = net
     return _MODELS[key]
 
 
@@ -236,14 +242,14 @@ def _prepare_out(out: Path) -> None:
 def export(model: str, fmt: str, resolution: Any = 224, *, precision: str = "fp32", converter: str | None = None,
            checkpoint: str | Path | None = None, overrides: dict[str, Any] | None = None, out: str | Path | None = None,
            seed: int = DEFAULT_SEED, parity: bool = True, force: bool = False, dynamic: bool = False,
-           optimize: bool = False) -> Artifact:
+           calibration: str | Path | None = None, optimize: bool = False) -> Artifact:
     """Export a registered model to one format at one static resolution, verify it, and write its manifest.
 
     Args:
         model: a name from models.list_models().
         fmt: onnx, tflite, executorch or coreml.
         resolution: N or (H, W) or "HxW".
-        precision: fp32 or fp16.
+        precision: fp32, fp16 or int8 (static post-training quantization, each format's own way: export/quant.py).
         converter: the format's converter (default: its first, e.g. litert-torch for tflite; or onnx2tf).
         checkpoint: a local weights file; without one the weights come from `seed` (same command, same artifact).
         overrides: model overrides (e.g. {"tokens": 3} for Mobile-Former).
@@ -252,6 +258,8 @@ def export(model: str, fmt: str, resolution: Any = 224, *, precision: str = "fp3
         force: re-export even when a cached artifact matches.
         dynamic: symbolic H and W (formats with FormatSpec.dynamic only); parity is then also checked at a
             second resolution, because a graph can silently bake in shape-dependent choices (a baseline does).
+        calibration: int8 only: a folder of JPEG / PNG images to calibrate on (default: seeded crops of the
+            scikit-image photographs the parity check does not use; export/calibration.py).
         optimize: the optimized artifact beside the plain one (export/optimize.py): the family's export form and
             the format's graph tools, checked against PyTorch and against the plain artifact (exported first).
     """
@@ -264,7 +272,20 @@ def export(model: str, fmt: str, resolution: Any = 224, *, precision: str = "fp3
     if dynamic and not spec.dynamic:
         supported = ", ".join(f.name for f in FORMATS.values() if f.dynamic)
         raise ToolkitError(f"{fmt} artifacts have a static input shape here; --dynamic is supported by: {supported}")
-    versions = require(conv.packages, f"{fmt} export with {conv.name}")
+    from export import quant
+
+    quant.float_check(spec, conv, precision)
+    int8 = quant.int8_path(spec, conv) if precision == "int8" else None
+    if calibration is not None and int8 is None:
+        raise ToolkitError("--calibration applies to --precision int8 only")
+    if int8 is not None and optimize:
+        raise ToolkitError("--optimize applies to fp32 and fp16: an int8 graph is what its quantizer writes "
+                           "(docs/int8.md); drop --optimize or the int8 precision")
+    if int8 is not None and dynamic:
+        raise ToolkitError("int8 artifacts have a static input shape (their scales are calibrated at one size); "
+                           "drop --dynamic")
+    versions = require(conv.packages + tuple(p for p in (int8.packages if int8 else ()) if p not in conv.packages),
+                       f"{fmt} {precision} export with {conv.name}")
     if checkpoint is not None:
         ckpt = Path(checkpoint)
         if not ckpt.is_file():
@@ -272,6 +293,13 @@ def export(model: str, fmt: str, resolution: Any = 224, *, precision: str = "fp3
         weights = {"checkpoint": str(ckpt.resolve()), "sha256": file_sha256(ckpt)}
     else:
         weights = {"seed": int(seed)}
+        if int8 is not None:
+            weights["batchnorm"] = "photographs"  # export/calibration.py: natural_batchnorm
+    calib = None
+    if int8 is not None:
+        from export import calibration as calibration_mod
+
+        calib = calibration_mod.resolve(calibration)  # every image checked before anything is written
     out_root = Path(out) if out is not None else DEFAULT_OUT
     final = artifact_dir(out_root, model, ov, res, spec, conv.name, precision, dynamic)
     if optimize:
@@ -282,6 +310,10 @@ def export(model: str, fmt: str, resolution: Any = 224, *, precision: str = "fp3
                   "resolution": list(res), "format": fmt, "converter": conv.name, "converter_versions": versions,
                   "precision": precision, "parity": parity, "dynamic": dynamic,
                   "code": code_hash(*sorted({conv.module, spec.module, *conv.depends}))}
+    if int8 is not None:  # fp32 and fp16 keys stay what they were
+        key_fields["calibration"] = {"digest": calib.digest, "n": calib.n}
+        key_fields["code"] = code_hash(*sorted({conv.module, spec.module, *conv.depends, int8.module, *int8.depends,
+                                                 *quant.MODULES}))
     if optimize:  # only then, so the keys of plain artifacts stay what they were
         key_fields.update(optimize=opt.VERSION, code_optimize=code_hash("optimize"))
     cache_key = hashlib.sha256(json.dumps(key_fields, sort_keys=True).encode()).hexdigest()[:24]
@@ -324,8 +356,8 @@ def export(model: str, fmt: str, resolution: Any = 224, *, precision: str = "fp3
         form, steps = (opt.model_form(model, net, fmt) if optimize else (net, []))
         form_key = (*model_key, "optimized", fmt) if form is not net else model_key
         job = Job(model, form, res, precision, conv.name, tmp, stem, {"optimize": True} if optimize else {},
-                  functools.partial(capture, form_key, form, res), dynamic=dynamic)
-        module = importlib.import_module(f"export.{conv.module}")
+                  functools.partial(capture, form_key, form, res), dynamic=dynamic, calibration=calib)
+        module = importlib.import_module(f"export.{int8.module if int8 else conv.module}")
         try:
             converted: Converted = module.convert(job)
         except ToolkitError:
@@ -333,7 +365,7 @@ def export(model: str, fmt: str, resolution: Any = 224, *, precision: str = "fp3
         except Exception as exc:  # noqa: BLE001 - a converter crash is reported as one line
             msg = " ".join(str(exc).split())[:300] or type(exc).__name__
             raise ToolkitError(f"{conv.name} failed to convert {model} at {models.format_resolution(res)} "
-                               f"to {fmt}: {type(exc).__name__}: {msg}") from None
+                               f"to {fmt}{' int8' if int8 else ''}: {type(exc).__name__}: {msg}") from None
         if optimize:
             steps += opt.post_convert(fmt, converted)
         export_seconds = time.perf_counter() - t0
@@ -350,6 +382,9 @@ def export(model: str, fmt: str, resolution: Any = 224, *, precision: str = "fp3
             export_seconds=round(export_seconds, 3), cache_key=cache_key,
             created=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"), toolkit_commit=git_commit(),
             host=platform.platform(), details=converted.details)
+        if int8 is not None:
+            record.details.setdefault("int8", {}).update(
+                {"how": int8.how, "calibration": calib.record(), "reference": int8.reference})
         record.graph = _graph_counts(fmt, converted)
         if optimize:
             record.optimized = True
@@ -361,7 +396,9 @@ def export(model: str, fmt: str, resolution: Any = 224, *, precision: str = "fp3
 
             reason = importlib.import_module(f"export.{spec.module}").runs_here()
             record.parity = Parity.from_json(parity_mod.check(art.manifest, net, lambda: load(art, threads=None),
-                                                              reason))
+                                                              reason, quantized=converted.reference))
+            if int8 is not None and record.parity.verdict == "passed":
+                record.parity.cross_check = _cross_check(out_root, model, ov, res, spec, conv, art, net)
             if optimize and record.parity.verdict == "passed":
                 _check_vs_plain(record, art, net, plain_art)
         else:
@@ -379,6 +416,32 @@ def export(model: str, fmt: str, resolution: Any = 224, *, precision: str = "fp3
     finally:
         lock.__exit__(None, None, None)
     return _raise_if_failed(Artifact(final, final / converted.file.name, manifest))
+
+
+def _cross_check(out_root: Path, model: str, ov: dict[str, Any], res: tuple[int, int], spec: FormatSpec, conv,
+                 art: Artifact, net) -> dict[str, Any] | None:
+    """int8: compare with the twin artifact carrying the same scales (export.quant.TWINS), if it is in this
+    artifacts root with the same weights, calibration and scales; None when there is none."""
+    from export import parity as parity_mod
+    from export.quant import TWINS
+
+    twin_key = TWINS.get((spec.name, conv.name))
+    if twin_key is None:
+        return None
+    tspec = FORMATS[twin_key[0]]
+    tdir = artifact_dir(out_root, model, ov, res, tspec, twin_key[1], "int8")
+    mine = art.manifest
+    try:
+        twin = resolve(tdir) if is_ours(tdir) else None
+    except ToolkitError:
+        return None
+    if twin is None or twin.manifest.get("status") != "ok":
+        return None
+    a, b = (mine.get("details") or {}).get("int8", {}), (twin.manifest.get("details") or {}).get("int8", {})
+    if twin.manifest.get("weights") != mine["weights"] or a.get("scales_digest") != b.get("scales_digest") or (
+            a.get("calibration", {}).get("digest") != b.get("calibration", {}).get("digest")):
+        return None
+    return parity_mod.cross_check(mine, net, load(art, threads=None), twin, load(twin, threads=None))
 
 
 def _graph_counts(fmt: str, converted: Converted) -> dict[str, Any]:

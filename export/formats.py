@@ -1,5 +1,6 @@
 """The formats registry: every module of export/ that declares `FORMAT = FormatSpec(...)` is one format, found here.
 Adding a format is adding one file (its FORMAT, convert(job), runs_here(), load(file, manifest, threads)).
+Converters that make int8 artifacts only are declared in export/quant.py and appended to their format here.
 
     FORMATS: name -> FormatSpec, in their listing order (rank)
     format_spec(name) -> FormatSpec (unknown names list the valid ones)
@@ -7,6 +8,7 @@ Adding a format is adding one file (its FORMAT, convert(job), runs_here(), load(
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import pkgutil
 from pathlib import Path
@@ -15,8 +17,8 @@ from export.spec import FormatSpec
 from models.errors import ToolkitError
 
 # the pipeline's own modules (they declare no format, and some import this one)
-_NOT_FORMATS = {"__init__", "__main__", "core", "formats", "hostlock", "manifest", "matrix", "parity", "spec",
-                "optimize"}
+_NOT_FORMATS = {"__init__", "__main__", "calibration", "core", "formats", "hostlock", "int8_table", "manifest",
+                "matrix", "optimize", "parity", "quant", "spec"}
 
 
 def _discover() -> dict[str, FormatSpec]:
@@ -31,6 +33,9 @@ def _discover() -> dict[str, FormatSpec]:
             if any(f.name == spec.name for f in found):
                 raise ValueError(f"format {spec.name!r} declared twice")
             found.append(spec)
+    from export.quant import EXTRA_CONVERTERS  # converters for int8 only, declared beside the int8 paths
+
+    found = [dataclasses.replace(f, converters=f.converters + EXTRA_CONVERTERS.get(f.name, ())) for f in found]
     return {f.name: f for f in sorted(found, key=lambda f: (f.rank, f.name))}
 
 

@@ -37,6 +37,8 @@ class Parity:
     images: dict[str, float] | None = None
     images_alt: dict[str, float] | None = None
     alt_resolution: list[int] | None = None
+    quantized: dict[str, Any] | None = None  # int8: the figures against the quantized reference (export/quant.py)
+    cross_check: dict[str, Any] | None = None  # int8: against a twin artifact carrying the same scales
     reason: str | None = None
     vs_plain: dict[str, Any] | None = None  # an optimized artifact against the plain one (export/optimize.py)
 

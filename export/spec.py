@@ -11,7 +11,7 @@ from typing import Any
 
 from models.errors import ToolkitError
 
-PRECISIONS = ("fp32", "fp16")
+PRECISIONS = ("fp32", "fp16", "int8")  # int8: export/quant.py says which converter quantizes how
 
 
 @dataclass(frozen=True)
@@ -20,6 +20,7 @@ class Converter:
     packages: tuple[str, ...]  # distributions whose versions identify the converter (first = the converter)
     module: str  # export.<module> providing convert(job) -> Converted
     depends: tuple[str, ...] = ()  # other export modules whose code its artifacts depend on (onnx2tf: onnx)
+    precisions: tuple[str, ...] = ("fp32", "fp16")  # the float precisions it makes (int8: export/quant.py)
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,7 @@ class Converted:
     file: Path
     layout: str = "NCHW"  # input layout of the artifact
     details: dict[str, Any] = field(default_factory=dict)  # opset, delegation, op histogram, ...
+    reference: Any = None  # int8: the quantized reference (export.quant.Reference) parity compares with
 
 
 @dataclass
@@ -73,6 +75,7 @@ class Job:
     options: dict[str, Any]
     _capture: Callable[[], Any]
     dynamic: bool = False  # H and W symbolic (32..MAX_RESOLUTION) instead of fixed at `resolution`
+    calibration: Any = None  # int8: the calibration set (export.calibration.Calibration)
 
     def example(self):
         import torch

@@ -202,12 +202,19 @@ def _interpreter(file: Path, threads: int | None):
 
 def load(file: Path, manifest: dict[str, Any], threads: int | None):
     """A callable: float32 batch in the artifact's layout -> logits. Batches larger than the file's run per image."""
+    return runner(_interpreter(file, threads), file)
+
+
+def runner(interp, file: Path):
+    """The callable of an allocated interpreter. A file with integer input and output (full-integer int8, as
+    ai-edge-quantizer and litert-torch's PT2E path write it) gets its input quantized and its output dequantized
+    here with the tensors' own scale and zero point, as an app does; the caller feeds and gets float32."""
     import numpy as np
 
-    interp = _interpreter(file, threads)
     inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
     shape = tuple(int(d) for d in inp["shape"])
-    if inp["dtype"] != np.float32:
+    q_in, q_out = _codec(inp), _codec(out)
+    if inp["dtype"] != np.float32 and q_in is None:
         raise ToolkitError(f"{file} takes {np.dtype(inp['dtype']).name} input; this toolkit feeds float32")
     index_in, index_out = inp["index"], out["index"]
     set_tensor, invoke, get_tensor = interp.set_tensor, interp.invoke, interp.get_tensor
@@ -218,9 +225,29 @@ def load(file: Path, manifest: dict[str, Any], threads: int | None):
             raise ToolkitError(f"{file} takes input of shape {list(shape)}, got {list(x.shape)}")
         if x.shape[0] != shape[0]:
             return np.concatenate([infer(x[i:i + shape[0]]) for i in range(0, x.shape[0], shape[0])])
-        set_tensor(index_in, x)
+        set_tensor(index_in, q_in(x) if q_in else x)
         invoke()
-        return get_tensor(index_out)
+        y = get_tensor(index_out)
+        return q_out(y) if q_out else y
 
     infer.interpreter = interp  # keeps the interpreter alive with the callable; devices/ may read it
     return infer
+
+
+def _codec(detail: dict[str, Any]):
+    """float32 -> integer (an input) or integer -> float32 (an output) for a quantized I/O tensor, else None.
+    Quantize rounds half away from zero, as TFLite's QUANTIZE kernel does."""
+    import numpy as np
+
+    scale, zero = detail.get("quantization") or (0.0, 0)
+    if detail["dtype"] not in (np.int8, np.uint8) or not scale:
+        return None
+    info = np.iinfo(detail["dtype"])
+
+    def convert(v):
+        if v.dtype == np.float32:
+            r = v / np.float32(scale)
+            return np.clip(np.sign(r) * np.floor(np.abs(r) + 0.5) + zero, info.min, info.max).astype(detail["dtype"])
+        return ((v.astype(np.float32) - np.float32(zero)) * np.float32(scale)).astype(np.float32)
+
+    return convert

@@ -101,12 +101,13 @@ def convert(job: Job) -> Converted:
     return Converted(path, "NHWC", details)
 
 
-def _onnx2tf(onnx_file: Path, work: Path, tag: str, options: dict[str, Any], job: Job) -> Path:
-    """onnx2tf in a subprocess (`_subprocess`) on a fresh copy of the ONNX file (it rewrites its input)."""
+def _onnx2tf(onnx_file: Path, work: Path, tag: str, options: dict[str, Any], job: Job,
+             entry: str = "export.tflite_onnx2tf", out_name: str | None = None, args: tuple[str, ...] = ()) -> Path:
+    """onnx2tf in a subprocess (`<entry>._subprocess`) on a fresh copy of the ONNX file (it rewrites its input)."""
     shutil.copyfile(onnx_file, work / f"{tag}.onnx")
-    out = work / f"{tag}_float32.tflite"
-    cmd = [sys.executable, "-c", "import sys, export.tflite_onnx2tf as m; m._subprocess(*sys.argv[1:])",
-           f"{tag}.onnx", out.name, json.dumps(options)]
+    out = work / (out_name or f"{tag}_float32.tflite")
+    cmd = [sys.executable, "-c", f"import sys, {entry} as m; m._subprocess(*sys.argv[1:])",
+           f"{tag}.onnx", out.name, json.dumps(options), *args]
     root = str(Path(__file__).resolve().parents[1])
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="", PYTHONUNBUFFERED="1",
                PYTHONPATH=os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p))

@@ -87,6 +87,13 @@ def test_the_optimize_axis_keeps_plain_keys_and_times_both_in_one_group():
         sweep.parse_args(device="host", models_arg="mobileformer_26m", formats="onnx", res="64", optimize="yes")
 
 
+def test_int8_cells_are_never_optimized():
+    both = sweep.parse_args(device="host", models_arg="mobileformer_26m", formats="onnx", res="64",
+                            precision="fp32,int8", optimize="both")
+    kinds = sorted((c.precision, c.optimized) for c in both.cells())
+    assert kinds == [("fp32", False), ("fp32", True), ("int8", False)]
+
+
 def _row(model, family, ms, nodes, *, optimized=False, res=64, session="s"):
     drift = [1.0, 1.1, 0.9, 1.0]
     return {"model": model, "family": family, "overrides": {}, "format": "onnx", "converter": "torch-dynamo",

@@ -102,7 +102,8 @@ def test_registries_find_their_entries():
                                                      "nodechain", "roofline"]
     assert [f.role for f in models.families()].count("subject") == 1
     assert list(export.FORMATS) == ["onnx", "tflite", "executorch", "coreml"]
-    assert [c.name for c in export.FORMATS["tflite"].converters] == ["litert-torch", "onnx2tf"]
+    assert [c.name for c in export.FORMATS["tflite"].converters] == ["litert-torch", "onnx2tf", "litert-torch-pt2e"]
+    assert [c.name for c in export.FORMATS["onnx"].converters if c.precisions] == ["torch-dynamo"]
     devices.get("host")
     assert "host" in devices.KINDS
 
