@@ -34,7 +34,7 @@ CSV_COLUMNS = ["run_id", "model", "overrides", "family", "format", "converter", 
                "unstable", "n_rounds", "per_round", "switch_warmup", "round_cv", "session", "cpu_median_ms",
                "wall_over_cpu", "load_ms", "first_ms", "peak_rss_mb",
                "overhead_us", "loadavg", "artifact_bytes", "export_seconds", "parity_verdict", "parity_max_rel",
-               "parity_cosine", "raw_samples", "status", "stage", "error"]
+               "parity_cosine", "raw_samples", "emulated", "status", "stage", "error"]
 RATIO_COLUMNS = ["runtime", "subject", "baseline", "resolution", "res_equiv", "ratio", "ci95_low", "ci95_high",
                  "method", "rounds", "wide", "unstable", "crossover"]
 
