@@ -23,11 +23,11 @@ TARGET     ?= all
 # text), reaches the recipes through the environment and is expanded by the shell inside double quotes
 # ("$$MODEL"), never pasted into the recipe text: `make export MODEL='x; rm -rf ~'` is just a bad model name.
 # (PYTEST_ARGS is split into words, with globbing off, and never evaluated.)
-USER_VARS  := TARGET MODEL PRECISION MODELS FORMATS ITERS ROUNDS WARMUP THREADS DEVICE PROFILES RES PYTEST_ARGS
+USER_VARS  := TARGET MODEL PRECISION MODELS FORMATS ITERS ROUNDS WARMUP THREADS DEVICE PROFILES RES PYTEST_ARGS ARCH
 $(foreach v,$(USER_VARS),$(eval override $(v) := $$(value $(v))))
 export PYTHON VENV_CACHE VENV_DIR $(USER_VARS)
 
-.PHONY: help setup export bench why report test test-fast lint models native clean
+.PHONY: help setup export bench why report test test-fast lint models native arm-board clean
 help:
 	@echo "make bench    set up, export the default models and benchmark them on this machine, write the report"
 	@echo "make test     set up, then run the whole test suite"
@@ -37,6 +37,8 @@ help:
 	@echo "make report   re-render the latest report from results/results.sqlite"
 	@echo "make models   the model table"
 	@echo "make native   build the native ExecuTorch runner (et-bench; cmake and a C++ compiler; cached)"
+	@echo "make native ARCH=aarch64  cross-compile it for an aarch64 board (g++-aarch64-linux-gnu; cached)"
+	@echo "make arm-board  start an emulated aarch64 board (qemu-user, as root) and print its profiles file"
 	@echo "make setup    only build .venv from $(LOCK) (cached by its hash in $(VENV_CACHE))"
 
 setup:
@@ -70,7 +72,10 @@ why: setup
 	  $${THREADS:+--threads "$$THREADS"}
 
 native: setup
-	$(PY) -m devices.native build
+	$(PY) -m devices.native build $${ARCH:+--arch "$$ARCH"}
+
+arm-board: setup
+	$(PY) -m devices emulate arm64
 
 report: setup
 	$(PY) -m bench report

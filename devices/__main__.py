@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "check":
             return _check(dev)
         if args.cmd == "parity":
-            from devices.verify import check_on_device
+            from devices.verify import check_on_device, figure_sets
 
             if args.units:
                 from devices.apple import check_units
@@ -110,10 +110,9 @@ def main(argv: list[str] | None = None) -> int:
             where = f"{dev.name} ({rec['device'].get('machine', '?')})"
             for who, figures in ((where, rec), (f"this computer ({(rec.get('host') or {}).get('machine')})",
                                                 rec.get("host") or {})):
-                for key, f in figures.items():
-                    if isinstance(f, dict) and "max_rel" in f:
-                        print(f"{key} on {who} vs PyTorch: max_rel {f['max_rel']:.2e}, cosine {f['cosine']:.6f}, "
-                              f"top-1 {f['top1']:.0%}, {f['n']} inputs")
+                for key, f in figure_sets(figures).items():
+                    print(f"{key} on {who} vs PyTorch: max_rel {f['max_rel']:.2e}, cosine {f['cosine']:.6f}, "
+                          f"top-1 {f['top1']:.0%}, {f['n']} inputs")
             for key, f in (rec.get("vs_host") or {}).items():
                 print(f"{key}: {dev.name} vs this computer: max_abs {f['max_abs']:.2e}, max_rel {f['max_rel']:.2e}, "
                       f"cosine {f['cosine']:.6f}, top-1 agreement {f['top1']:.0%}")

@@ -9,12 +9,14 @@ What it does, in order, touching nothing outside the toolkit's cache and one tem
 2. The root: a Debian 12 arm64 file system (python3, python3-venv, openssh-server, libstdc++6) built once with
    mmdebstrap under `<cache>/board-arm64-<digest>/root`, the digest taken over its recipe (RECIPES below): a changed
    recipe builds a new root, an unchanged one is reused. The root is never written to afterwards.
-3. A board: an overlay of a fresh writable layer (in the temporary folder) over that root, mounted in a private
-   mount namespace (`unshare --mount`) together with /proc, /dev and a read-only /sys, and the root's own sshd
-   started in a chroot there, on 127.0.0.1 at a free port, with a host key and a client key generated for this
-   board alone. Every process of the board runs under qemu-user with the CPU model `--cpu` (default cortex-a76: a
-   phone's big core, ARMv8.2-A with FP16 arithmetic and dot product, no SVE); sshd passes QEMU_CPU to every session.
-   When the namespace's last process ends, its mounts go with it: nothing stays mounted on this machine.
+3. A board: an overlay of a fresh writable layer (in the temporary folder) over that root, mounted in a private mount
+   namespace (`unshare --mount`) together with /proc, /dev and a read-only /sys, and the root's own sshd started in a
+   chroot there, on 127.0.0.1 at a free port, with a host key and a client key generated for this board alone.
+   /proc/cpuinfo there is a stand-in (cpuinfo_text: what an aarch64 kernel prints for the CPU model, from the
+   features qemu reports), since qemu-user 7.2 shows the x86 host's. Every process of the board runs under qemu-user
+   with the CPU model `--cpu` (default cortex-a76: a phone's big core, ARMv8.2-A with FP16 arithmetic and dot
+   product, no SVE); sshd passes QEMU_CPU to every session. When the namespace's last process ends, its mounts go
+   with it: nothing stays mounted on this machine.
 4. A profile file (kind `ssh`, its known_hosts, identity, workdir, `emulated = true`, `runner = "native"`) in the
    temporary folder, printed at the end, and a record `<cache>/boards/<name>.json` so that `--stop NAME` finds it.
 
@@ -60,6 +62,7 @@ class Recipe:
     variant: str
     packages: tuple[str, ...]
     binfmt: str  # the binfmt_misc entry (and qemu-user binary) that runs it
+    recommends: bool = False  # apt's Recommends (ca-certificates, perl, ...): not needed, slow to configure emulated
     steps: int = 1  # bump when the build steps below change
 
     def digest(self) -> str:
@@ -68,14 +71,23 @@ class Recipe:
 
 RECIPES = {"arm64": Recipe("arm64", "aarch64", "bookworm", "http://deb.debian.org/debian", "essential",
                            ("python3", "python3-venv", "openssh-server", "libstdc++6"), "qemu-aarch64")}
-CPUS = ("cortex-a76", "cortex-a53", "cortex-a57", "cortex-a72", "neoverse-n1", "a64fx", "max")  # qemu 7.2's
+# qemu 7.2's aarch64 CPU models with their MIDR (implementer, variant, part, revision), as qemu sets them.
+CPUS = {"cortex-a76": (0x41, 0x4, 0xD0B, 1), "cortex-a53": (0x41, 0x0, 0xD03, 4), "cortex-a57": (0x41, 0x1, 0xD07, 0),
+        "cortex-a72": (0x41, 0x0, 0xD08, 3), "cortex-a35": (0x41, 0x1, 0xD04, 0),
+        "neoverse-n1": (0x41, 0x4, 0xD0C, 1), "a64fx": (0x46, 0x1, 0x001, 0), "max": (0x00, 0x0, 0x051, 0)}
 DEFAULT_CPU = "cortex-a76"
+# The names Linux prints on the Features line of /proc/cpuinfo, bit by bit (arch/arm64/kernel/cpuinfo.c).
+HWCAP_NAMES = ("fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm jscvt fcma lrcpc dcpop "
+               "sha3 sm3 sm4 asimddp sha512 sve asimdfhm dit uscat ilrcpc flagm ssbs sb paca pacg").split()
+HWCAP2_NAMES = ("dcpodp sve2 sveaes svepmull svebitperm svesha3 svesm4 flagm2 frint svei8mm svef32mm svef64mm svebf16 "
+                "i8mm bf16 dgh rng bti mte ecv afp rpres mte3 sme smei16i64 smef64f64 smei8i32 smef16f32 smeb16f32 "
+                "smef32f32 smefa64 wfxt").split()
 
-# In the board's namespace: the overlay, /proc, /dev, a read-only /sys, then the root's sshd in a chroot. A constant
-# script; every path reaches it as a positional argument ("$1".."$4"), never pasted into it.
+# In the board's namespace: the overlay, /proc with the stand-in cpuinfo over it, /dev, a read-only /sys, then the
+# root's sshd in a chroot. A constant script; every path reaches it as a positional argument ("$1".."$5").
 LAUNCH = ('set -e; mount -t overlay overlay -o "lowerdir=$1,upperdir=$2,workdir=$3" "$4"; '
-          'mount -t proc proc "$4/proc"; mount --rbind /dev "$4/dev"; mount --bind -o ro /sys "$4/sys"; '
-          f'exec chroot "$4" /usr/sbin/sshd -D -e -f {BOARD_ETC}/sshd_config')
+          'mount -t proc proc "$4/proc"; mount --bind "$5" "$4/proc/cpuinfo"; mount --rbind /dev "$4/dev"; '
+          f'mount --bind -o ro /sys "$4/sys"; exec chroot "$4" /usr/sbin/sshd -D -e -f {BOARD_ETC}/sshd_config')
 
 
 def recipe(arch: str) -> Recipe:
@@ -164,7 +176,9 @@ def ensure_root(r: Recipe, say=print) -> Path:
         shutil.rmtree(part, ignore_errors=True)
         shutil.rmtree(root, ignore_errors=True)
         cmd = [mmdebstrap, "--mode=root", f"--arch={r.arch}", f"--variant={r.variant}",
-               f"--include={','.join(r.packages)}", r.suite, str(part), r.mirror]
+               f"--include={','.join(r.packages)}",
+               f"--aptopt=APT::Install-Recommends \"{'true' if r.recommends else 'false'}\"", r.suite, str(part),
+               r.mirror]
         say(f"building the {r.arch} root (Debian {r.suite}, {', '.join(r.packages)}) with mmdebstrap into {folder}: "
             "once per recipe, a few minutes (its packages are configured under emulation)")
         t0 = time.monotonic()
@@ -216,6 +230,30 @@ def _keygen(path: Path, comment: str) -> str:
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)], check=True,
                    capture_output=True)
     return Path(f"{path}.pub").read_text().strip()
+
+
+def cpuinfo_text(root: Path, cpu: str, cores: int) -> str:
+    """The /proc/cpuinfo an aarch64 kernel would print for this qemu CPU model: a stand-in, because under qemu-user
+    /proc is this x86 machine's. Its Features are the AT_HWCAP bits qemu gives the board's processes (read from the
+    dynamic loader, LD_SHOW_AUXV), its MIDR fields qemu's for the model. Why it matters: the pytorch/cpuinfo library
+    inside onnxruntime, XNNPACK and LiteRT reads this file; with the x86 one beside a real /sys, onnxruntime 1.31.1
+    crashes on import (SIGSEGV), and without /sys cpuinfo gives up and the runtimes guess from HWCAP alone."""
+    proc = subprocess.run([_need("chroot", "coreutils"), str(root), "/bin/sh", "-c", "LD_SHOW_AUXV=1 /bin/true"],
+                          capture_output=True,
+                          text=True, check=False, env={"PATH": "/usr/bin:/bin", "QEMU_CPU": cpu}, timeout=120)
+    aux = dict(ln.split(":", 1) for ln in proc.stdout.splitlines() if ":" in ln)
+    try:
+        caps, caps2 = (int(aux.get(k, "0").strip(), 16) for k in ("AT_HWCAP", "AT_HWCAP2"))
+    except ValueError:
+        raise ToolkitError(f"cannot read the CPU features qemu gives {cpu}: {proc.stdout[-200:]!r}") from None
+    if not caps:
+        raise ToolkitError(f"qemu reported no CPU features for {cpu} ({proc.stderr.strip()[-200:]})")
+    features = ([n for i, n in enumerate(HWCAP_NAMES) if caps >> i & 1]
+                + [n for i, n in enumerate(HWCAP2_NAMES) if caps2 >> i & 1])
+    impl, variant, part, rev = CPUS[cpu]
+    block = (f"BogoMIPS\t: 50.00\nFeatures\t: {' '.join(features)}\nCPU implementer\t: 0x{impl:02x}\n"
+             f"CPU architecture: 8\nCPU variant\t: 0x{variant:x}\nCPU part\t: 0x{part:03x}\nCPU revision\t: {rev}\n")
+    return "".join(f"processor\t: {i}\n{block}\n" for i in range(cores))
 
 
 def _sshd_config(port: int, cpu: str) -> str:
@@ -281,13 +319,15 @@ def _launch(name: str, r: Recipe, cpu: str, root: Path, state: Path, say) -> dic
     (etc / "authorized_keys").write_text(_keygen(state / "client_ed25519", f"mdt-client-{name}") + "\n")
     (etc / "sshd_config").write_text(_sshd_config(port, cpu))
     (state / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_pub}\n")
+    (state / "cpuinfo").write_text(cpuinfo_text(root, cpu, os.cpu_count() or 1))
     profiles = state / "profiles.toml"
     profiles.write_text(profile_text(name, r, cpu, port, state))
     t0 = time.monotonic()
     env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "QEMU_CPU": cpu, "LANG": "C.UTF-8"}
     with open(state / "sshd.log", "ab") as log:
         proc = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "--fork", "--", "sh", "-c",
-                                 LAUNCH, "mdt-board", str(root), str(upper), str(work), str(merged)],
+                                 LAUNCH, "mdt-board", str(root), str(upper), str(work), str(merged),
+                                 str(state / "cpuinfo")],
                                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, start_new_session=True)
     rec = {"name": name, "arch": r.arch, "machine": r.machine, "cpu": cpu, "pid": proc.pid, "port": port,
            "state": str(state), "profiles": str(profiles), "root": str(root), "recipe": r.digest(),

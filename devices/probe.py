@@ -18,6 +18,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+# Arm Ltd's (implementer 0x41) core part numbers, as lscpu names them: an aarch64 /proc/cpuinfo has no model name.
+ARM_PARTS = {0xD03: "Cortex-A53", 0xD04: "Cortex-A35", 0xD05: "Cortex-A55", 0xD07: "Cortex-A57", 0xD08: "Cortex-A72",
+             0xD09: "Cortex-A73", 0xD0A: "Cortex-A75", 0xD0B: "Cortex-A76", 0xD0C: "Neoverse-N1", 0xD0D: "Cortex-A77",
+             0xD41: "Cortex-A78", 0xD44: "Cortex-X1", 0xD46: "Cortex-A510", 0xD47: "Cortex-A710", 0xD48: "Cortex-X2",
+             0xD4D: "Cortex-A715", 0xD4E: "Cortex-X3", 0xD80: "Cortex-A520", 0xD81: "Cortex-A720", 0xD82: "Cortex-X4"}
+
 
 def _cpu_model() -> str:
     try:
@@ -26,7 +32,12 @@ def _cpu_model() -> str:
             for line in text.splitlines():
                 if line.split(":")[0].strip() == key and ":" in line:
                     return line.split(":", 1)[1].strip()
-    except OSError:
+        fields = {ln.split(":")[0].strip(): ln.split(":", 1)[1].strip() for ln in text.splitlines() if ":" in ln}
+        if fields.get("CPU implementer") == "0x41" and "CPU part" in fields:
+            part = int(fields["CPU part"], 16)
+            return f"Arm {ARM_PARTS.get(part, f'part 0x{part:03x}')} (r{int(fields.get('CPU variant', '0'), 16)}" \
+                   f"p{fields.get('CPU revision', '0')})"
+    except (OSError, ValueError):
         pass
     if sys.platform == "darwin":
         try:

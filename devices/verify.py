@@ -70,6 +70,11 @@ def check_on_device(dev: Any, artifact: str | Path, *, units: str | None = None,
     return record
 
 
+def figure_sets(record: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The input sets' figures of a parity record (random, images, ...), not its thresholds."""
+    return {k: v for k, v in record.items() if isinstance(v, dict) and "max_rel" in v and "n" in v}
+
+
 def _about(dev: Any, art: Any) -> dict[str, Any]:
     """What the device says about itself that decides its numerics (machine, CPU features, emulation, runner)."""
     try:
@@ -105,13 +110,12 @@ def _beside_this_computer(record: dict[str, Any], art: Any, m: dict[str, Any], n
     host = parity.check(m, net, lambda: runner, None)
     if host.get("random_seed") != record.get("random_seed"):
         return  # not the same inputs (cannot happen while the reference is shared): no comparison is better
-    record["host"] = {"machine": platform.machine(), "verdict": host["verdict"],
-                      **{k: v for k, v in host.items() if isinstance(v, dict) and "max_rel" in v}}
+    record["host"] = {"machine": platform.machine(), "verdict": host["verdict"], **figure_sets(host)}
     dev_out, host_out = np.concatenate(on_device), np.concatenate(here)
     if dev_out.shape != host_out.shape:
         return
     record["vs_host"], start = {}, 0
-    for key in [k for k, v in host.items() if isinstance(v, dict) and "max_rel" in v]:
+    for key in figure_sets(host):
         n = int(host[key]["n"])
         record["vs_host"][key] = parity.compare(host_out[start:start + n], dev_out[start:start + n])
         start += n
