@@ -306,9 +306,9 @@ def contention_lines(a: Analysis) -> list[str]:
 
 def answer(a: Analysis, strong: Callable[[str], str] = markdown_strong) -> list[str]:
     """The answer, one item per point (report.md's bullets; the console's lines with `strong=plain`); empty when
-    no subject / baseline pair was measured (see no_pair_text)."""
+    no subject / baseline pair was measured (see no_pair_text) but for why emulated cells were left out."""
     if not a.pairs:
-        return []
+        return emulated_lines(a)
     pairs = a.pairs
     if str((a.run.get("args") or {}).get("plan", "")).startswith("why"):
         # a why run's ablation variants are there to be differenced: the answer compares the subject as built

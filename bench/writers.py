@@ -98,7 +98,8 @@ def markdown(a: Analysis) -> str:
     rounds = (f" in {args['rounds']} interleaved rounds of {args['per_round']} (up to {args.get('max_rounds')} "
               f"where intervals stayed wide), {args.get('switch_warmup')} untimed per switch"
               if args.get("rounds", 1) > 1 else " in one burst" if "rounds" in args else "")
-    where = (f"{env.get('cpu_model', '?')}, {env.get('cores', '?')} cores, {env.get('os', '?')}; "
+    where = (f"{env.get('cpu_model', '?')}{' emulated by qemu-user' if env.get('emulated') else ''}, "
+             f"{env.get('cores', '?')} cores, {env.get('os', '?')}; "
              f"{', '.join(map(str, args.get('threads', [])))} thread(s), {args.get('iterations')} timed iterations "
              f"per cell{rounds}, after {args.get('warmup')} warm-up")
     if env.get("kind") == IMPORTED:

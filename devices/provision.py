@@ -15,10 +15,12 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from devices.remote import RemoteError, classify_ssh, remote_command, shell_and
-from devices.ssh import REQUIREMENTS
+
+REQUIREMENTS = Path(__file__).resolve().parent / "requirements-board.txt"
 
 # What provision asks the board's Python (its answer picks the wheels) and the pins --with-executorch adds.
 ABOUT_PYTHON = ("import json, platform, sys; print(json.dumps({'machine': platform.machine(), "

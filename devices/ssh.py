@@ -44,7 +44,6 @@ from devices.remote import (
 from devices.subproc import Worker, WorkerError
 from models.errors import ToolkitError
 
-REQUIREMENTS = Path(__file__).resolve().parent / "requirements-board.txt"
 DEFAULT_WORKDIR = "~/.cache/mobile-deploy-toolkit"
 MIN_FREE_GB = 1.0  # `check` calls less free disk than this under workdir a problem
 # After this many transport failures in a row (the connection dropped, the board went away) a sweep stops trying

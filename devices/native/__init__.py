@@ -18,6 +18,7 @@ not a device kind (no KIND): the host, and later a board's worker, use it for .p
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import importlib.util
@@ -188,13 +189,7 @@ def build(out: str | Path | None = None, arch: str | None = None) -> Path:
     missing = missing_tools()
     if missing:
         raise ToolkitError(f"building the native runner needs {' and '.join(missing)}")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        lock = open(folder / ".lock", "w")  # noqa: SIM115 - held for the whole build
-    except OSError as exc:
-        raise ToolkitError(f"cannot create the build folder {folder}: {exc.strerror}") from None
-    with lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # a second build of the same folder waits, then finds it current
+    with build_lock(folder):
         if _current(binary, stamp, key):
             return binary
         stamp.unlink(missing_ok=True)
@@ -203,20 +198,38 @@ def build(out: str | Path | None = None, arch: str | None = None) -> Path:
                   f"-Dexecutorch_DIR={executorch_package() / 'share' / 'cmake'}",
                   f"-DCMAKE_RUNTIME_OUTPUT_DIRECTORY={folder}"],
                  ["cmake", "--build", str(tree), "--parallel", str(os.cpu_count() or 1)]]
-        with open(log, "w") as f:
-            for step in steps:
-                f.write("$ " + " ".join(step) + "\n")
-                f.flush()
-                proc = subprocess.run(step, stdout=f, stderr=subprocess.STDOUT, check=False)
-                if proc.returncode != 0:
-                    raise ToolkitError(f"building the native runner failed at `{' '.join(step[:2])}` (exit "
-                                       f"{proc.returncode}): {_last_error(log)}; full log: {log}")
+        run_steps(steps, log, "building the native runner")
         probe = subprocess.run([str(binary), "--version"], capture_output=True, text=True, check=False)
         if probe.returncode != 0:
             raise ToolkitError(f"the native runner built at {binary} does not start: "
                                f"{(probe.stderr or probe.stdout).strip()[-300:]}")
         stamp.write_text(json.dumps({"key": key, "executorch": executorch_version(), "version": probe.stdout.strip()}))
     return binary
+
+
+@contextlib.contextmanager
+def build_lock(folder: Path):
+    """The build folder, created, held for the whole build: a second build of it waits, then finds it current."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        lock = open(folder / ".lock", "w")  # noqa: SIM115 - held for the whole build
+    except OSError as exc:
+        raise ToolkitError(f"cannot create the build folder {folder}: {exc.strerror}") from None
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def run_steps(steps: list[list[str]], log: Path, doing: str) -> None:
+    """Build commands one after the other, their output into `log`; the first failure is one line."""
+    with open(log, "w") as f:
+        for step in steps:
+            f.write("$ " + " ".join(step) + "\n")
+            f.flush()
+            proc = subprocess.run(step, stdout=f, stderr=subprocess.STDOUT, check=False)
+            if proc.returncode != 0:
+                raise ToolkitError(f"{doing} failed at `{' '.join(step[:2])}` (exit {proc.returncode}): "
+                                   f"{_last_error(log)}; full log: {log}")
 
 
 def _current(binary: Path, stamp: Path, key: str) -> bool:

@@ -19,7 +19,6 @@ The same recipe with the NDK's toolchain file and an ExecuTorch built for Androi
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -27,7 +26,7 @@ import shutil
 import subprocess
 import sys
 import zipfile
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from models.errors import ToolkitError
@@ -45,6 +44,8 @@ class Target:
 TARGETS = {"aarch64": Target("aarch64", "aarch64-linux-gnu", "g++-aarch64-linux-gnu", "qemu-aarch64-static",
                              "/usr/aarch64-linux-gnu")}
 ALIASES = {"arm64": "aarch64"}
+RPATH = "$ORIGIN/lib"  # the bundle's libraries, beside the binary
+TOOLCHAIN_STEPS = 1  # bump when the toolchain file or the cmake flags below change (they are part of the build key)
 SDK_GLIBC = (2, 36)  # the cross toolchain's glibc (Debian 12): the binary needs at least this on the board
 
 
@@ -62,7 +63,7 @@ def _key(t: Target) -> str:
     h = hashlib.sha256()
     for name in SOURCES:
         h.update(name.encode() + b"\0" + (HERE / name).read_bytes() + b"\0")
-    h.update(f"{executorch_version()}\0{t.machine}\0{t.triple}\0".encode() + Path(__file__).read_bytes())
+    h.update(json.dumps([executorch_version(), asdict(t), RPATH, TOOLCHAIN_STEPS]).encode())
     return h.hexdigest()[:16]
 
 
@@ -118,7 +119,7 @@ def _toolchain_file(t: Target, folder: Path) -> Path:
 
 def build_cross(arch: str, out: str | Path | None = None, say=print) -> Path:
     """Cross-compile et-bench for `arch` (once per sources and executorch version); the bundle's binary."""
-    from devices.native import BINARY, HERE, _current, _last_error
+    from devices.native import BINARY, HERE, _current, build_lock, run_steps
 
     t = target(arch)
     folder = Path(out).resolve() if out is not None else default_dir(t)
@@ -129,13 +130,7 @@ def build_cross(arch: str, out: str | Path | None = None, say=print) -> Path:
     if missing:
         raise ToolkitError(f"cross-compiling the native runner for {t.machine} needs {' and '.join(missing)}")
     package = sdk(t, say)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        lock = open(folder / ".lock", "w")  # noqa: SIM115 - held for the whole build
-    except OSError as exc:
-        raise ToolkitError(f"cannot create the build folder {folder}: {exc.strerror}") from None
-    with lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with build_lock(folder):
         if _current(binary, stamp, key):
             return binary
         stamp.unlink(missing_ok=True)
@@ -144,18 +139,11 @@ def build_cross(arch: str, out: str | Path | None = None, say=print) -> Path:
         tree, log = folder / "build", folder / "build.log"
         steps = [["cmake", "-S", str(HERE), "-B", str(tree), "-DCMAKE_BUILD_TYPE=Release",
                   f"-DCMAKE_TOOLCHAIN_FILE={_toolchain_file(t, folder)}",
-                  f"-Dexecutorch_DIR={package / 'share' / 'cmake'}", "-DET_BENCH_RPATH=$ORIGIN/lib",
+                  f"-Dexecutorch_DIR={package / 'share' / 'cmake'}", f"-DET_BENCH_RPATH={RPATH}",
                   f"-DCMAKE_RUNTIME_OUTPUT_DIRECTORY={folder / 'bundle'}"],
                  ["cmake", "--build", str(tree), "--parallel", str(os.cpu_count() or 1)]]
         say(f"cross-compiling {BINARY} for {t.machine} with {t.triple}-g++ against {package}")
-        with open(log, "w") as f:
-            for step in steps:
-                f.write("$ " + " ".join(step) + "\n")
-                f.flush()
-                proc = subprocess.run(step, stdout=f, stderr=subprocess.STDOUT, check=False)
-                if proc.returncode != 0:
-                    raise ToolkitError(f"cross-compiling the native runner failed at `{' '.join(step[:2])}` (exit "
-                                       f"{proc.returncode}): {_last_error(log)}; full log: {log}")
+        run_steps(steps, log, f"cross-compiling the native runner for {t.machine}")
         for lib in sorted((package / "lib").glob("*.so")):
             shutil.copy2(lib, folder / "bundle" / "lib" / lib.name)
         version, started = None, "not started here: no " + t.qemu
