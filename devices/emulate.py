@@ -284,7 +284,9 @@ def start(arch: str = "arm64", name: str | None = None, cpu: str = DEFAULT_CPU, 
         raise ToolkitError(f"unknown qemu CPU model {cpu!r}; choose one of {', '.join(CPUS)}")
     rec = running(name)
     if rec is not None:
-        say(f"board {name} is already running (port {rec['port']}, CPU model {rec['cpu']})")
+        say(f"board {name} is already running (port {rec['port']}, CPU model {rec['cpu']}); "
+            f"stop: python -m devices emulate --stop {name}")
+        say(f"profiles: {rec['profiles']}")
         return rec
     if not _is_root():
         raise ToolkitError("an emulated board needs root (a chroot, an overlay and /proc mounted in a private mount "

@@ -285,3 +285,24 @@ def test_a_sweep_on_the_board_is_stored_emulated_and_left_out(arm_board, small_a
     assert len(json.loads(cell["samples_ms"])) == 6
     md = (tmp_path / "reports" / "latest" / "report.md").read_text()
     assert "timed on an emulated device" in md and "--include-emulated" in md
+
+
+def test_a_native_board_without_its_runner_built_says_what_to_run(tmp_path, monkeypatch):
+    import devices
+
+    monkeypatch.setenv("VENV_CACHE", str(tmp_path))  # nothing built there
+    p = tmp_path / "p.toml"
+    p.write_text('[b]\nkind = "ssh"\nhost = "127.0.0.1"\nrunner = "native"\n')
+    dev = devices.get("b", p)
+    probe = {"machine": "aarch64", "formats": {"executorch": {"runtime": "executorch", "packages": ["executorch"]}},
+             "packages": {}}
+    assert "run `make native ARCH=aarch64`" in dev.format_problem("executorch", probe)
+    assert "set native_runner to one" in dev.format_problem("executorch", dict(probe, machine=os.uname().machine))
+    bundle = tmp_path / "mine" / "et-bench"
+    bundle.parent.mkdir()
+    bundle.write_text("#!/bin/sh\n")
+    bundle.chmod(0o755)
+    p.write_text(p.read_text() + f'native_runner = "{bundle}"\n')
+    assert "is not a bundle (no lib/ beside it)" in devices.get("b", p).format_problem("executorch", probe)
+    (bundle.parent / "lib").mkdir()
+    assert devices.get("b", p).format_problem("executorch", probe) is None
