@@ -14,6 +14,7 @@ have been checked on a device; nothing here names one. Pure reading and writing:
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -73,47 +74,58 @@ def _trio(w: dict[str, float] | None) -> str:
     return "not run" if w is None else f"{w['max_rel']:.1e} / {w['cosine']:.6f} / {w['top1']:.0%}"
 
 
+def finite(r: dict[str, Any]) -> bool:
+    """The device's outputs were numbers (a NaN or inf output makes every figure NaN)."""
+    return r["arm"] is not None and math.isfinite(r["arm"]["max_rel"])
+
+
 def summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per (device, format, precision): the worst figures over its artifacts."""
+    """Per (device, format, precision): the worst figures over its artifacts whose outputs were finite, and which
+    were not."""
     groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
         groups[(r["device"], r["format"], r["precision"])].append(r)
     out = []
-    for (dev, fmt, prec), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1],
-                                                                       _precision_rank(kv[0][2]))):
+    for (dev, fmt, prec), group in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1],
+                                                                          _precision_rank(kv[0][2]))):
+        rs = [r for r in group if finite(r)]
+
         def pick(side: str, key: str, fn, rs=rs):
             vals = [r[side][key] for r in rs if r[side]]
             return fn(vals) if vals else None
 
-        out.append({"device": dev, "format": fmt, "precision": prec, "n": len(rs),
+        out.append({"device": dev, "format": fmt, "precision": prec, "n": len(group),
+                    "non_finite": [f"{r['model']} {'x'.join(map(str, r['res'] or []))}" for r in group
+                                   if not finite(r)],
+                    "passed": sum(r["verdict"] == "passed" for r in group),
                     "vs_max_abs": pick("vs", "max_abs", max), "vs_max_rel": pick("vs", "max_rel", max),
                     "vs_cosine": pick("vs", "cosine", min), "vs_top1": pick("vs", "top1", min),
                     "x86_max_rel": pick("x86", "max_rel", max), "arm_max_rel": pick("arm", "max_rel", max),
-                    "x86_cosine": pick("x86", "cosine", min), "arm_cosine": pick("arm", "cosine", min),
-                    "passed": sum(r["verdict"] == "passed" for r in rs)})
+                    "x86_cosine": pick("x86", "cosine", min), "arm_cosine": pick("arm", "cosine", min)})
     return out
 
 
 def sentence(s: dict[str, Any]) -> str:
     head = f"**{s['format']} {s['precision']}** on {s['device']} ({s['n']} artifact(s), {s['passed']} passed)"
+    bad = ""
+    if s["non_finite"]:
+        bad = (f" The device's outputs are **not finite (NaN or inf)** for {', '.join(s['non_finite'])}, where this "
+               "computer's are numbers: those artifacts fail there.")
+        if len(s["non_finite"]) == s["n"]:
+            return head + ":" + bad
+        head += f"; on the other {s['n'] - len(s['non_finite'])}"
     if s["vs_max_abs"] is None:
-        return head + ": not compared with this computer (it cannot run the format)."
+        return head + ": not compared with this computer (it cannot run the format)." + bad
     if s["vs_max_abs"] == 0:
         body = "the outputs are bit-identical to this computer's on every input"
     else:
         body = (f"the outputs differ from this computer's by up to {s['vs_max_rel']:.1e} of the largest logit "
                 f"(cosine at worst {s['vs_cosine']:.6f}, top-1 agreement at worst {s['vs_top1']:.0%})")
     x86, arm = s["x86_max_rel"], s["arm_max_rel"]
-    if x86 is not None and arm is not None:
-        if x86 > 0 and arm > 2 * x86:
-            tail = f"; against PyTorch the device's error is {arm / x86:.1f}x this computer's ({arm:.1e} vs {x86:.1e})"
-        elif x86 > 0 and arm < x86 / 2:
-            tail = f"; against PyTorch the device is closer than this computer ({arm:.1e} vs {x86:.1e})"
-        else:
-            tail = f"; against PyTorch both are alike ({arm:.1e} on the device, {x86:.1e} here)"
-    else:
-        tail = ""
-    return f"{head}: {body}{tail}."
+    tail = ""
+    if x86 and arm is not None:
+        tail = f"; against PyTorch {arm:.1e} on the device and {x86:.1e} here ({arm / x86:.1f}x)"
+    return f"{head}: {body}{tail}.{bad}"
 
 
 def markdown(rows: list[dict[str, Any]], artifacts: Path, command: str) -> str:
@@ -122,6 +134,11 @@ def markdown(rows: list[dict[str, Any]], artifacts: Path, command: str) -> str:
         return "\n".join(lines + [f"No artifact under `{artifacts}` has been checked on a device yet "
                                   "(`python -m devices parity BOARD ARTIFACT`).", ""])
     devices = {r["device"]: r["about"] for r in rows}
+    versions: dict[str, dict[str, str]] = defaultdict(dict)  # device -> package -> version, over its formats
+    for r in rows:
+        versions[r["device"]].update({k: v for k, v in (r["about"].get("runtime") or {}).items() if k != "runtime"})
+        if r["about"].get("runner") == "native":
+            versions[r["device"]]["et-bench"] = "(native runner)"
     x86 = sorted({r["x86_machine"] for r in rows if r["x86_machine"]})
     lines += [f"Generated {time.strftime('%Y-%m-%d')} by `{command}` from {len({r['dir'] for r in rows})} "
               f"artifact(s) under `{artifacts}` checked on {len(devices)} device(s) with `python -m devices parity "
@@ -136,7 +153,7 @@ def markdown(rows: list[dict[str, Any]], artifacts: Path, command: str) -> str:
                             [[name, a.get("machine", ""), a.get("qemu_cpu") and f"qemu {a['qemu_cpu']}"
                               or a.get("cpu_model", ""), " ".join(a.get("hwcaps") or []),
                               "yes (qemu-user)" if a.get("emulated") else "no",
-                              ", ".join(f"{k} {v}" for k, v in (a.get("runtime") or {}).items())]
+                              ", ".join(f"{k} {v}" for k, v in sorted(versions[name].items()))]
                              for name, a in sorted(devices.items())]).split("\n") + [""]
     if any(a.get("emulated") for a in devices.values()):
         lines += ["An emulated device computes what the ARM instructions compute (qemu implements their arithmetic, "
