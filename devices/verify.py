@@ -57,13 +57,13 @@ def check_on_device(dev: Any, artifact: str | Path, *, units: str | None = None,
     record["checked"] = time.strftime("%Y-%m-%dT%H:%M:%S")
     if dev.kind != "host" and export.runs_here(m["format"]) is None:
         _beside_this_computer(record, art, m, net, on_device, threads)
-    entry = dict(record)
-    m = dict(m, device_parity={**(m.get("device_parity") or {}), dev.name: entry})
+    path = Path(art.dir) / "manifest.json"
+    m = json.loads(path.read_text())  # as written (the validated form keeps only export's own keys)
+    m["device_parity"] = {**(m.get("device_parity") or {}), dev.name: dict(record)}
     if str((art.manifest.get("parity") or {}).get("verdict", "")).startswith("not run"):
         m["parity"] = {k: v for k, v in record.items() if k not in ("host", "vs_host")}
         if m.get("status") in ("ok", "failed"):
             m["status"] = "failed" if record["verdict"] == "failed" else "ok"
-    path = Path(art.dir) / "manifest.json"
     tmp = path.with_name(f".manifest.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(m, indent=2, sort_keys=True) + "\n")
     os.replace(tmp, path)

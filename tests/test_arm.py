@@ -306,3 +306,26 @@ def test_a_native_board_without_its_runner_built_says_what_to_run(tmp_path, monk
     assert "is not a bundle (no lib/ beside it)" in devices.get("b", p).format_problem("executorch", probe)
     (bundle.parent / "lib").mkdir()
     assert devices.get("b", p).format_problem("executorch", probe) is None
+
+
+@pytest.mark.export
+def test_each_device_keeps_its_own_parity_entry(artifacts, tmp_path):
+    """Two devices checking one artifact: both entries stay, and the artifact's own parity is untouched."""
+    import shutil
+
+    import devices
+    from devices.verify import check_on_device
+
+    src = next(p.parent for p in artifacts.rglob("manifest.json") if SMALL in str(p) and f"{RES}x{RES}" in str(p))
+    art = tmp_path / "art"
+    shutil.copytree(src, art)
+    before = json.loads((art / "manifest.json").read_text())
+    for name in ("host", "host-unpinned"):
+        dev = devices.get(name)
+        try:
+            assert check_on_device(dev, art)["verdict"] == "passed"
+        finally:
+            dev.close()
+    after = json.loads((art / "manifest.json").read_text())
+    assert sorted(after["device_parity"]) == ["host", "host-unpinned"]
+    assert {k: v for k, v in after.items() if k != "device_parity"} == before
