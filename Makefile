@@ -2,19 +2,32 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-PYTHON     ?= $(shell command -v python3.11 || command -v python3)
-LOCK       := requirements.lock
-LOCK_HASH  := $(shell sha256sum $(LOCK) | cut -c1-16)
+# Settings read from the environment or the command line (PYTHON, VENV_CACHE, XDG_CACHE_HOME, HOME) are raw text
+# as well: `$(value ...)` takes them unexpanded, so `VENV_CACHE='$(shell ...)' make help` runs nothing; recipes
+# read them from the environment ("$$VENV_DIR"). The toolkit's own names are not settings (override). Any variable
+# given on the command line is made raw text first (make would expand it when it exports it to a recipe).
+$(foreach v,$(.VARIABLES),$(if $(filter command line,$(origin $(v))),$(eval override $(v) := $$(value $(v)))))
+ifeq ($(origin PYTHON),undefined)
+PYTHON     := $(shell command -v python3.11 || command -v python3)
+else
+override PYTHON := $(value PYTHON)
+endif
+override LOCK       := requirements.lock
+override LOCK_HASH  := $(shell sha256sum requirements.lock | cut -c1-16)
 # The environment is built once per lock file and reused (a fresh clone links .venv to it).
-VENV_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/mobile-deploy-toolkit
-VENV_DIR   := $(VENV_CACHE)/venv-$(LOCK_HASH)
-VENV       := .venv
-PY         := $(VENV)/bin/python
+ifeq ($(origin VENV_CACHE),undefined)
+override VENV_CACHE := $(if $(value XDG_CACHE_HOME),$(value XDG_CACHE_HOME),$(value HOME)/.cache)/mobile-deploy-toolkit
+else
+override VENV_CACHE := $(value VENV_CACHE)
+endif
+override VENV_DIR   := $(VENV_CACHE)/venv-$(LOCK_HASH)
+override VENV       := .venv
+override PY         := $(VENV)/bin/python
 
-# export: make export TARGET=coreml MODEL=<name>[:key=value] RES=224 [PRECISION=fp16]
+# export: make export TARGET=coreml MODEL=<name>[:key=value] RES=224 [PRECISION=fp16] [OPTIMIZE=1]
 # why:    make why [MODELS=a,b] [FORMATS=onnx] [RES=128,512] [ITERS=100] [THREADS=1] [DEVICE=host]
 # bench:  make bench [MODELS=a,b] [FORMATS=onnx,tflite] [RES=128,224] [ITERS=100] [ROUNDS=10] [WARMUP=10]
-#                    [THREADS=1]
+#                    [THREADS=1] [OPTIMIZE=both|on|off]
 #                    [DEVICE=host] [PROFILES=my-devices.toml]
 # A variable left unset is not passed at all: the defaults live in one place (models/defaults.py and the tools'
 # own --help), not here.
@@ -23,7 +36,8 @@ TARGET     ?= all
 # text), reaches the recipes through the environment and is expanded by the shell inside double quotes
 # ("$$MODEL"), never pasted into the recipe text: `make export MODEL='x; rm -rf ~'` is just a bad model name.
 # (PYTEST_ARGS is split into words, with globbing off, and never evaluated.)
-USER_VARS  := TARGET MODEL PRECISION MODELS FORMATS ITERS ROUNDS WARMUP THREADS DEVICE PROFILES RES PYTEST_ARGS ARCH
+USER_VARS  := TARGET MODEL PRECISION MODELS FORMATS ITERS ROUNDS WARMUP THREADS DEVICE PROFILES RES PYTEST_ARGS ARCH \
+              OPTIMIZE
 $(foreach v,$(USER_VARS),$(eval override $(v) := $$(value $(v))))
 export PYTHON VENV_CACHE VENV_DIR $(USER_VARS)
 
@@ -32,14 +46,14 @@ help:
 	@echo "make bench    set up, export the default models and benchmark them on this machine, write the report"
 	@echo "make test     set up, then run the whole test suite"
 	@echo "make test-fast  the suite without real conversions or sweeps (the inner loop)"
-	@echo "make export TARGET=<format|all> MODEL=<name>[:key=value] RES=<224|192x256> [PRECISION=fp16]"
+	@echo "make export TARGET=<format|all> MODEL=<name>[:key=value] RES=<224|192x256> [PRECISION=fp16] [OPTIMIZE=1]"
 	@echo "make why      why Mobile-Former slows down on small images: ablations, fixed cost, peak, feedback path"
 	@echo "make report   re-render the latest report from results/results.sqlite"
 	@echo "make models   the model table"
 	@echo "make native   build the native ExecuTorch runner (et-bench; cmake and a C++ compiler; cached)"
 	@echo "make native ARCH=aarch64  cross-compile it for an aarch64 board (g++-aarch64-linux-gnu; cached)"
 	@echo "make arm-board  start an emulated aarch64 board (qemu-user, as root) and print its profiles file"
-	@echo "make setup    only build .venv from $(LOCK) (cached by its hash in $(VENV_CACHE))"
+	@echo "make setup    only build .venv from $(LOCK) (cached by its hash in $$VENV_CACHE)"
 
 setup:
 	@if [ ! -f "$$VENV_DIR/.complete" ]; then \
@@ -57,13 +71,13 @@ models: setup
 
 export: setup
 	$(PY) -m export --format "$$TARGET" $${MODEL:+--model "$$MODEL"} $${RES:+--res "$$RES"} \
-	  $${PRECISION:+--precision "$$PRECISION"}
+	  $${PRECISION:+--precision "$$PRECISION"} $${OPTIMIZE:+--optimize "$$OPTIMIZE"}
 
 bench: setup
 	$(PY) -m bench run $${DEVICE:+--device "$$DEVICE"} $${PROFILES:+--profiles "$$PROFILES"} \
 	  $${MODELS:+--models "$$MODELS"} $${FORMATS:+--formats "$$FORMATS"} $${RES:+--res "$$RES"} \
 	  $${ITERS:+--iters "$$ITERS"} $${ROUNDS:+--rounds "$$ROUNDS"} $${WARMUP:+--warmup "$$WARMUP"} \
-	  $${THREADS:+--threads "$$THREADS"}
+	  $${THREADS:+--threads "$$THREADS"} $${OPTIMIZE:+--optimize "$$OPTIMIZE"}
 
 why: setup
 	$(PY) -m bench why $${DEVICE:+--device "$$DEVICE"} $${PROFILES:+--profiles "$$PROFILES"} \

@@ -10,6 +10,7 @@ from pathlib import Path
 from models import defaults
 from models.common import MAX_SEED, ROOT, bounded_int, check_name, finite_positive, print_table
 from models.errors import ToolkitError, cli_main
+from models.escape import escape
 
 DEFAULT_STORE = ROOT / "results" / "results.sqlite"
 DEFAULT_REPORTS = ROOT / "reports"
@@ -113,6 +114,12 @@ def main(argv: list[str] | None = None) -> int:
                    help="Core ML compute units to sweep on a Mac or iPhone, a comma list of CPU_ONLY, CPU_AND_GPU, "
                         "CPU_AND_NE, ALL (default: the device profile's compute_units)")
     r.add_argument("--precision", default="fp32", help="fp32, fp16 or both as a comma list (default: fp32)")
+    r.add_argument("--optimize", default="off", metavar="off|on|both",
+                   help="time the plain artifacts (off), the `export --optimize` ones (on), or both in the same "
+                        "interleaved rounds, with a report section 'as exported vs optimized' (default: off)")
+    r.add_argument("--probes", action="store_true",
+                   help="add the measuring probes (the GEMM peak, the per-node cost chains) to every group, as "
+                        "`bench why` does: the report then gives shares of the peak and nodes x per-node cost")
     r.add_argument("--timeout", type=finite_positive("--timeout"), default=300.0,
                    help="seconds a cell may take (load + warm-up + timing) before its runtime is killed and the "
                         "cell stored as failed (default: 300)")
@@ -197,11 +204,11 @@ def cmd_import(args: argparse.Namespace, argv: list[str] | None) -> int:
                                     argv=["python", "-m", "bench", *(argv if argv is not None else sys.argv[1:])])
     finally:
         store.close()
-    for o in res.outcomes:
+    for o in res.outcomes:  # a file name or an output may hold anything: each outcome stays one line
         if o.status == "bad":
-            print(f"bench: error: {o.line}", file=sys.stderr)
+            print(f"bench: error: {escape(o.line, 'terminal')}", file=sys.stderr)
         else:
-            print(o.line)
+            print(escape(o.line, "terminal"))
     added = sum(o.status == "added" for o in res.outcomes)
     print(f"run {res.run_id}: {added} cell(s) added, {sum(o.status == 'duplicate' for o in res.outcomes)} already "
           f"there, {len(res.failed)} file(s) refused; `python -m bench report --run {res.run_id}` renders it")
@@ -212,11 +219,17 @@ def cmd_run(args: argparse.Namespace, argv: list[str] | None) -> int:
     from bench import sweep
     from devices.rounds import DEFAULT_SWITCH_WARMUP
 
-    sweep_args = sweep.parse_args(device=args.device, models_arg=args.models, formats=args.formats, res=args.res,
+    models_arg = args.models
+    if args.probes:
+        import models
+
+        probes = [n for n in models.list_models() if models.family_info(models.spec(n).family).role == "probe"]
+        models_arg = ",".join(dict.fromkeys([*models_arg.split(","), *probes]))
+    sweep_args = sweep.parse_args(device=args.device, models_arg=models_arg, formats=args.formats, res=args.res,
                                   iters=args.iters, warmup=args.warmup, threads=args.threads,
                                   converter=args.converter, precision=args.precision, rounds=args.rounds,
                                   per_round=args.per_round, max_rounds=args.max_rounds, passes=args.passes,
-                                  compute_units=args.compute_units,
+                                  compute_units=args.compute_units, optimize=args.optimize,
                                   switch_warmup=DEFAULT_SWITCH_WARMUP if args.switch_warmup is None
                                   else args.switch_warmup)
     opts = sweep.Options(store=args.store, reports=args.reports, artifacts=args.artifacts, run_id=args.run_id,
@@ -232,15 +245,15 @@ def cmd_run(args: argparse.Namespace, argv: list[str] | None) -> int:
     if res.failures:
         print("failures:")
         for f in res.failures:
-            print(f"  {f}")
+            print(f"  {escape(f, 'terminal')}")
     if res.report:
         if res.answer:
-            print("\n".join(res.answer))
+            print("\n".join(escape(line, "terminal") for line in res.answer))
         print(f"report: {res.report / 'report.md'} (and report.html, results.csv, *.png); latest: "
               f"{res.report.parent / 'latest'}")
     print(f"store:  {res.store} (run {res.run_id})")
     if res.report_error:
-        print(f"bench: error: report not written: {res.report_error} (every cell is in the store; "
+        print(f"bench: error: report not written: {escape(res.report_error, 'terminal')} (every cell is in the store; "
               f"`python -m bench report --run {res.run_id}` writes it later)", file=sys.stderr)
         return 2
     return 130 if res.interrupted else (3 if res.gone else 0)
@@ -255,7 +268,7 @@ def cmd_report(args: argparse.Namespace, argv: list[str] | None) -> int:
     if len(run_ids) > 1:
         combined = report.render_devices(store, run_ids, args.reports, args.include_emulated)
         if combined.answer:
-            print("\n".join(combined.answer))
+            print("\n".join(escape(line, "terminal") for line in combined.answer))
         print(f"report: {combined.path / 'report.md'} (and {', '.join(sorted(report.DEVICES_FILES - {'report.md'}))})")
         return 0
     run_id = run_ids[0] if run_ids else None
@@ -267,7 +280,7 @@ def cmd_report(args: argparse.Namespace, argv: list[str] | None) -> int:
     rendered = report.render_report(store, run_id, args.reports, args.include_emulated)
     path = rendered.path
     if rendered.answer:
-        print("\n".join(rendered.answer))
+        print("\n".join(escape(line, "terminal") for line in rendered.answer))
     print(f"report: {path / 'report.md'} (and report.html, results.csv, *.png); latest: {path.parent / 'latest'}")
     return 0
 
@@ -340,21 +353,9 @@ def _compare_ratios(store, run_a: str, run_b: str) -> None:
     """The report's slowdown ratios of both runs, point by point: B/A, and whether B's ratio lies inside A's 95%
     interval (how far to trust one run's intervals about the next run)."""
     from bench import stats
-    from bench.analysis import analyse
+    from bench.rounds_study import ratio_agreement
 
-    pa, pb = (analyse(store.run(r), store.cells(r)) for r in (run_a, run_b))
-    points_a = {(p.runtime, p.numer, p.denom, lbl): q for p in pa.pairs for q, lbl in zip(p.curve.points, p.labels)}
-    rows, ratios, inside = [], [], []
-    for p in pb.pairs:
-        for q, lbl in zip(p.curve.points, p.labels):
-            qa = points_a.get((p.runtime, p.numer, p.denom, lbl))
-            if qa is None:
-                continue
-            ratios.append(q.ratio / qa.ratio)
-            inside.append(qa.low <= q.ratio <= qa.high)
-            rows.append([p.runtime, f"{p.numer} / {p.denom}", lbl, f"{qa.ratio:.3f} ({qa.low:.2f}-{qa.high:.2f})",
-                         f"{q.ratio:.3f} ({q.low:.2f}-{q.high:.2f})", f"{q.ratio / qa.ratio:.3f}",
-                         "yes" if inside[-1] else "no"])
+    rows, ratios, inside = ratio_agreement(store, run_a, run_b)
     if not rows:
         print("slowdown ratios: no subject / baseline point in common")
         return

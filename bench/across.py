@@ -16,6 +16,7 @@ from typing import Any
 from bench import analysis, stats
 from bench.analysis import AGG_MARK, AGG_RULE, IMPORTED, Analysis, Pair, Roles
 from bench.writers import RATIO_COLUMNS, md_table, ratio_rows
+from models.escape import escape
 
 DEVICE_COLUMNS = ["device", "run_id", *RATIO_COLUMNS]
 
@@ -104,7 +105,8 @@ def markdown(ac: Across) -> str:
             at = {lbl: _cell(pt, u) for pt, lbl, u in zip(line.pair.curve.points, line.pair.labels,
                                                            line.pair.unstable)}
             body.append([line.label, *[at.get(lbl, "") for lbl in labels]])
-        lines += [f"**{numer} / {denom}** (ratio, 95% interval in brackets)", ""]
+        lines += [f"**{escape(numer, 'markdown')} / {escape(denom, 'markdown')}** (ratio, 95% interval in brackets)",
+                  ""]
         lines += md_table(["device / runtime", *labels], body)
     lines += ["## Crossover per device", ""]
     lines += md_table(["device", "runtime", "pair", "crossover", "ratio at the ends"],

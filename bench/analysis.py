@@ -14,6 +14,7 @@ sqrt(H * W) in pixels.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ import models
 from bench import stats
 from bench.labels import model_label, res_label, runtime_label
 from models.common import median
+from models.escape import escape
 
 SUBJECT, BASELINE = "subject", "baseline"
 UNSTABLE_RULE = (f"CV above {stats.UNSTABLE_CV:.0%}, or with one thread a median wall time more than "
@@ -42,6 +44,15 @@ def is_emulated(run: dict[str, Any], r: dict[str, Any]) -> bool:
     """The cell was timed on an emulated device: marked by the device (its device_state), or the run's device
     describes itself as emulated (devices/ssh.py, `emulated = true`)."""
     return bool((r.get("device_state") or {}).get("emulated") or (run.get("environment") or {}).get("emulated"))
+
+
+OPTIMIZED = "optimized"  # in the runtime label of a cell timing an `export --optimize` artifact
+
+
+def plain_runtime(runtime: str) -> str:
+    """The runtime label of the plain artifacts beside an optimized runtime label ("onnx optimized t2" -> "onnx
+    t2"); a plain label is returned as it is."""
+    return runtime.replace(f" {OPTIMIZED}", "", 1)
 
 
 def has_samples(r: dict[str, Any]) -> bool:
@@ -142,7 +153,8 @@ def analyse(run: dict[str, Any], rows: list[dict[str, Any]], roles: Roles | None
     for r in rows:
         r["model_label"] = model_label(r["model"], r["overrides"] or {})
         r["runtime"] = runtime_label(r["format"], r["converter"], r["precision"], r.get("units")) + (
-            f" {r['mode']}" if r.get("mode") else "") + (f" t{r['threads']}" if multi_threads else "")
+            f" {r['mode']}" if r.get("mode") else "") + (f" {OPTIMIZED}" if r.get("optimized") else "") + (
+            f" t{r['threads']}" if multi_threads else "")
         r["res_equiv"] = round(res_equiv(r["height"], r["width"]), 1)
         r["res_label"] = res_label(r["height"], r["width"])
         cpu = r.get("cpu_median_ms")
@@ -186,12 +198,27 @@ def _ranges(points: list[tuple[float, str]]) -> str:
     return ", ".join(lbl for _, lbl in points)
 
 
-def markdown_strong(text: str) -> str:
-    return f"**{text}**"
+@dataclass(frozen=True)
+class Medium:
+    """Where a sentence goes: report.md (stored strings escaped as Markdown text, bold where strong) or the console
+    (plain: the printed line is escaped for the terminal where it is printed, models/escape.py). Calling it makes
+    a stored string strong; `text` writes one as it is."""
+
+    markdown: bool
+
+    def text(self, value: Any) -> str:
+        return escape(value, "markdown") if self.markdown else str(value)
+
+    def __call__(self, value: Any) -> str:
+        return f"**{self.text(value)}**" if self.markdown else str(value)
 
 
-def plain(text: str) -> str:
-    return text
+markdown_strong = Medium(markdown=True)
+plain = Medium(markdown=False)
+
+
+def _text(strong: Callable[[str], str], value: Any) -> str:
+    return strong.text(value) if isinstance(strong, Medium) else str(value)
 
 
 def pair_sentence(p: Pair, strong: Callable[[str], str] = markdown_strong) -> str:
@@ -200,33 +227,35 @@ def pair_sentence(p: Pair, strong: Callable[[str], str] = markdown_strong) -> st
     slower = [(pt, lbl) for pt, lbl in pts if pt.ratio > 1]
     faster = [(pt, lbl) for pt, lbl in pts if pt.ratio < 1]
     first, last = pts[0], pts[-1]
-    head = f"On {strong(p.runtime)}, {p.numer} vs {p.denom}: "
+    t = functools.partial(_text, strong)
+    head = f"On {strong(p.runtime)}, {t(p.numer)} vs {t(p.denom)}: "
 
     def at(item):
         pt, lbl = item
-        return f"{_times(pt.ratio)} at {lbl} ({interval_text(pt)})"
+        return f"{_times(pt.ratio)} at {t(lbl)} ({interval_text(pt)})"
 
     if len(pts) == 1:
         verb = "slower" if slower else "faster" if faster else "as fast"
-        return head + f"{p.subject} is {verb} at the one size measured: {at(first)}."
+        return head + f"{t(p.subject)} is {verb} at the one size measured: {at(first)}."
     if not faster:
         worst = max(slower, key=lambda s: s[0].ratio)
-        body = (f"{p.subject} is slower at every size tested ({first[1]}-{last[1]} px), from {at(first)} to "
-                f"{at(last)}; at most {_times(worst[0].ratio)} ({(worst[0].ratio - 1):.0%} slower) at {worst[1]}. ")
+        body = (f"{t(p.subject)} is slower at every size tested ({t(first[1])}-{t(last[1])} px), from {at(first)} "
+                f"to {at(last)}; at most {_times(worst[0].ratio)} ({(worst[0].ratio - 1):.0%} slower) at "
+                f"{t(worst[1])}. ")
     elif not slower:
         best = min(faster, key=lambda s: s[0].ratio)
-        body = (f"{p.subject} is faster at every size tested ({first[1]}-{last[1]} px), from {at(first)} to "
-                f"{at(last)}; at best {_times(best[0].ratio)} at {best[1]}. ")
+        body = (f"{t(p.subject)} is faster at every size tested ({t(first[1])}-{t(last[1])} px), from {at(first)} "
+                f"to {at(last)}; at best {_times(best[0].ratio)} at {t(best[1])}. ")
     else:
         worst = max(slower, key=lambda s: s[0].ratio)
         best = min(faster, key=lambda s: s[0].ratio)
-        body = (f"{p.subject} is slower at {_ranges([(s[0].x, s[1]) for s in slower])} px (up to "
-                f"{at(worst)}) and faster at {_ranges([(f[0].x, f[1]) for f in faster])} px (down to "
+        body = (f"{t(p.subject)} is slower at {t(_ranges([(s[0].x, s[1]) for s in slower]))} px (up to "
+                f"{at(worst)}) and faster at {t(_ranges([(f[0].x, f[1]) for f in faster]))} px (down to "
                 f"{at(best)}). ")
-    return head + body + crossover_text(p) + "." + cpu_text(p)
+    return head + body + crossover_text(p) + "." + cpu_text(p, t)
 
 
-def cpu_text(p: Pair) -> str:
+def cpu_text(p: Pair, t: Callable[[Any], str] = str) -> str:
     """The same comparison on CPU time (one thread), where it is known: the ratios at both ends and the crossover."""
     pts = [(x, c) for x, c in zip(p.curve.xs, p.cpu_ratios) if c is not None]
     if len(pts) < 2:
@@ -234,7 +263,7 @@ def cpu_text(p: Pair) -> str:
     cross = stats.crossings([x for x, _ in pts], [c for _, c in pts])
     where = f"crossover at {', '.join(f'{x:.0f}' for x in cross)} px" if cross else "no crossover"
     first, last = p.labels[p.curve.xs.index(pts[0][0])], p.labels[p.curve.xs.index(pts[-1][0])]
-    return f" [CPU time: {_times(pts[0][1])} at {first} to {_times(pts[-1][1])} at {last}, {where}.]"
+    return f" [CPU time: {_times(pts[0][1])} at {t(first)} to {_times(pts[-1][1])} at {t(last)}, {where}.]"
 
 
 def interval_text(pt: stats.RatioPoint) -> str:
@@ -255,7 +284,7 @@ def crossover_text(p: Pair) -> str:
     return text
 
 
-def noise_lines(a: Analysis) -> list[str]:
+def noise_lines(a: Analysis, t: Callable[[Any], str] = str) -> list[str]:
     """One sentence on how noisy the machine was during the run, from the cells' round disagreement (runs timed in
     rounds) and the switch warm-up check."""
     ok = [r for r in a.rows if r["status"] == "ok"]
@@ -270,8 +299,8 @@ def noise_lines(a: Analysis) -> list[str]:
         else "moderately noisy"
     text = (f"Machine noise during this run: {level}. A cell's per-round medians varied by {median(rcv):.1%} "
             f"(median over {len(rcv)} cells, {rounds} rounds each) and by up to {worst['round_cv']:.1%} "
-            f"({worst['model_label']} {worst['runtime']} {worst['res_label']}); {unstable} cell(s) flagged unstable "
-            f"for {ROUND_RULE}.")
+            f"({t(worst['model_label'])} {t(worst['runtime'])} {t(worst['res_label'])}); {unstable} cell(s) flagged "
+            f"unstable for {ROUND_RULE}.")
     wide = [(p, pt, lbl) for p in a.pairs for pt, lbl in zip(p.curve.points, p.labels) if pt.wide]
     if wide:
         text += (f" {len(wide)} ratio point(s) have a 95% interval wider than +-{stats.WIDE_HALF_WIDTH:.0%} and are "
@@ -318,7 +347,7 @@ def answer(a: Analysis, strong: Callable[[str], str] = markdown_strong) -> list[
     if len(pairs) < len(a.pairs):
         items.append(f"The {len(a.pairs) - len(pairs)} comparisons of the ablation variants with the baselines are "
                      "in the ratio tables below and in ratios.csv.")
-    return items + _marks(a) + emulated_lines(a) + noise_lines(a) + contention_lines(a)
+    return items + _marks(a) + emulated_lines(a) + noise_lines(a, functools.partial(_text, strong)) + contention_lines(a)
 
 
 def emulated_lines(a: Analysis) -> list[str]:

@@ -29,7 +29,8 @@ def handle(req: dict[str, Any]) -> dict[str, Any]:
         if req["op"] != "export":
             return {"ok": False, "stage": "export", "error": f"unknown request {req['op']!r}"}
         art = export.export(req["model"], req["format"], tuple(req["res"]), precision=req["precision"],
-                            converter=req["converter"], overrides=req["overrides"], out=req["out"])
+                            converter=req["converter"], overrides=req["overrides"], out=req["out"],
+                            optimize=bool(req.get("optimize")))
         return {"ok": True, "artifact": str(art.dir), "manifest": art.manifest, "cached": art.cached}
     except export.ExportFailed as exc:
         return {"ok": False, "stage": "parity", "error": one_line(exc), "artifact": str(exc.artifact.dir),

@@ -16,6 +16,8 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
+import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -28,7 +30,7 @@ from devices import parsers
 from models.common import check_name, git_commit, os_error_line
 from models.errors import ToolkitError
 
-MAX_BYTES = 64 << 20  # a saved benchmark output is kilobytes; anything this large is not one
+MAX_BYTES = 16 << 20  # a saved benchmark output is kilobytes (a logcat dump a few MB); anything larger is not one
 # The format a program can only have run (None: any; our native runner and an XCTest app run several).
 TOOL_FORMATS = {"benchmark_model": "tflite", "executor_runner": "executorch", "onnxruntime_perf_test": "onnx",
                 "native": None, "xctest": None}
@@ -99,15 +101,38 @@ def _now() -> str:
 
 
 def _read(path: Path) -> tuple[str, str]:
-    """(text, sha256) of a saved output; ToolkitError (one line) when it cannot be read as text."""
+    """(text, sha256) of a saved output; ToolkitError (one line) when it cannot be read as text.
+
+    Only a regular file is read, and at most MAX_BYTES + 1 bytes of it: it is opened without blocking (a FIFO would
+    wait for a writer forever) and checked on the open descriptor (no swap between a check and the read), so a
+    FIFO, /dev/zero, a socket or a file that grows while it is read is one line, never a hang or all of memory."""
     try:
-        if path.is_dir():
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the name
+        raise ToolkitError(os_error_line(exc, path, "read the file") if isinstance(exc, OSError)
+                           else f"{path!r} is not a file name") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
             raise ToolkitError(f"{path} is a directory, not a saved output")
-        data = path.read_bytes() if path.stat().st_size <= MAX_BYTES else None
+        if not stat.S_ISREG(mode):
+            raise ToolkitError(f"{path} is not a regular file (a FIFO, a device or a socket): save the program's "
+                               "output to a file and import that")
+        os.set_blocking(fd, True)
+        chunks, size = [], 0
+        while size <= MAX_BYTES:
+            chunk = os.read(fd, min(1 << 20, MAX_BYTES + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
     except OSError as exc:
         raise ToolkitError(os_error_line(exc, path, "read the file")) from None
-    if data is None:
+    finally:
+        os.close(fd)
+    if size > MAX_BYTES:
         raise ToolkitError(f"{path} is larger than {MAX_BYTES >> 20} MB: not one benchmark program's output")
+    data = b"".join(chunks)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
@@ -150,6 +175,38 @@ def cell_for(t: Target, result: parsers.ToolResult, run_id: str, store: Store, f
     return row
 
 
+def default_run_id(device: str) -> str:
+    """`<device>-import`; for a device name too long for that (run ids are at most 64 characters), its first 48
+    characters and a hash of the whole name, so the id is still the device's own and the same every time."""
+    rid = f"{device}-import"
+    if len(rid) <= 64:
+        return rid
+    return f"{device[:48]}-{hashlib.sha256(device.encode()).hexdigest()[:8]}-import"
+
+
+def _what(tool: str, model: str, overrides: dict[str, Any], fmt: str, res: tuple[int, int], device: str) -> str:
+    return f"{tool} output of {models.model_label(model, overrides)} {fmt} {models.format_resolution(res)} on {device}"
+
+
+def _again(store: Store, before: dict[str, Any], t: Target, name: str) -> Outcome:
+    """A file imported before (its sha256 is known): a duplicate when it was imported as the same cell, else refused
+    (a file is one cell), saying both times as what."""
+    cell = store.cell(before["run_id"], before["cell_key"]) or {}
+    was = _what(before["tool"], cell.get("model", "?"), cell.get("overrides") or {}, cell.get("format", "?"),
+                (cell.get("height") or 0, cell.get("width") or 0), cell.get("device", "?"))
+    now = _what(t.tool, t.model, dict(t.overrides), t.fmt, t.res, t.device)
+    same = (before["tool"], cell.get("model"), cell.get("overrides") or {}, cell.get("format"), cell.get("converter"),
+            cell.get("precision"), (cell.get("height"), cell.get("width")), cell.get("device")) == \
+        (t.tool, t.model, dict(t.overrides), t.fmt, t.converter, t.precision, t.res, t.device) and \
+        (t.threads is None or t.threads == cell.get("threads"))
+    when = str(before["imported"])[:19]
+    if same:
+        return Outcome(name, "duplicate", f"{name}: already imported into run {before['run_id']} as {was} ({when}); "
+                                          "nothing added")
+    return Outcome(name, "bad", f"{name}: already imported into run {before['run_id']} as {was} ({when}); not "
+                                f"imported again as {now} (a file is one cell)")
+
+
 def _run_record(t: Target, run_id: str, argv: list[str] | None) -> dict[str, Any]:
     return {"run_id": run_id, "created": _now(), "args_hash": hashlib.sha256(
                 json.dumps({"import": t.device}).encode()).hexdigest()[:8],
@@ -161,7 +218,7 @@ def import_files(store: Store, target: Target, files: list[Path], *, run_id: str
                  argv: list[str] | None = None) -> ImportResult:
     """Import each file as one cell of `run_id` (default `<device>-import`, created if new). A bad file is one
     line and imports nothing; the others are imported."""
-    run_id = check_name(run_id or f"{target.device}-import", "run id")
+    run_id = check_name(run_id or default_run_id(target.device), "run id")
     existing = store.run(run_id)
     if existing is not None:
         env = existing.get("environment") or {}
@@ -178,8 +235,7 @@ def import_files(store: Store, target: Target, files: list[Path], *, run_id: str
             text, sha = _read(path)
             before = store.imported(sha)
             if before is not None:
-                out.outcomes.append(Outcome(name, "duplicate", f"{name}: already imported into run "
-                                            f"{before['run_id']} ({before['imported'][:19]}); nothing added"))
+                out.outcomes.append(_again(store, before, target, name))
                 continue
             result = parsers.parse(text, target.tool, target.expected)
             row = cell_for(target, result, run_id, store, path.name, sha)

@@ -32,6 +32,7 @@ import models
 from bench.writers import md_table
 from models import defaults
 from models.errors import ToolkitError, cli_main
+from models.escape import Markdown, escape
 
 
 def _merged(attr: str) -> dict[str, str]:
@@ -268,10 +269,11 @@ def render(results: list[dict[str, Any]], out_dir: Path) -> list[Path]:
     for model, rows in by_model.items():
         comps = sorted({c for r in rows for c in r["components_ms"]},
                        key=lambda c: -sum(r["components_ms"].get(c, 0) for r in rows))
-        lines += [f"## {model} ({rows[0]['threads']} thread(s), {rows[0]['iterations']} iterations)", ""]
+        lines += [f"## {escape(model, 'markdown')} ({rows[0]['threads']} thread(s), {rows[0]['iterations']} "
+                  "iterations)", ""]
         body = [[c, *[f"{r['components_ms'].get(c, 0):.2f} ms ({r['components_ms'].get(c, 0) / r['kernel_ms']:.0%})"
                       for r in rows]] for c in comps]
-        body.append(["**kernels (less the profiler's floor) / raw / profiled run**",
+        body.append([Markdown("**kernels (less the profiler's floor) / raw / profiled run**"),
                      *[f"{r['kernel_ms']:.2f} / {r['raw_kernel_ms']:.2f} / {r['run_ms']:.2f} ms" for r in rows]])
         lines += md_table(["component", *[f"{r['resolution'][0]}x{r['resolution'][1]}" for r in rows]], body)
         fig, ax = plt.subplots(figsize=(7, 4))

@@ -19,7 +19,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import analysis, plots, why_report, why_store, writers
+from bench import analysis, optimized, plots, why_report, why_store, writers
 from bench.store import Store
 
 
@@ -33,7 +33,7 @@ class Rendered:
 
 # --------------------------------------------------------------------------------------------- render
 REPORT_FILES = frozenset({"results.csv", "ratios.csv", "latency.png", "ratio.png", "crossover.png",
-                          "throughput.png", "report.md", "report.html"}) | why_report.FILES
+                          "throughput.png", "report.md", "report.html", optimized.FILE}) | why_report.FILES
 
 
 DEVICES_FILES = frozenset({"report.md", "ratio.png", "ratios.csv"})  # the report across devices (bench/across.py)
@@ -138,7 +138,8 @@ def render_report(store: Store, run_id: str, reports_root: str | Path, include_e
         writers.write_ratios_csv(a, tmp / "ratios.csv")
         plots.write_plots(a, tmp)
         why_md = why_report.write(a, why_store.load_profiles(store, run_id), tmp)  # "" for a run without ablations
-        md = writers.markdown(a) + ("\n" + why_md if why_md else "")
+        opt_md = optimized.write(a, tmp)  # "" for a run without optimized cells
+        md = writers.markdown(a) + ("\n" + opt_md if opt_md else "") + ("\n" + why_md if why_md else "")
         (tmp / "report.md").write_text(md)
         (tmp / "report.html").write_text(writers.html(md, tmp, f"Latency vs resolution: {run_id}"))
         replace_dir(tmp, final)  # _ours(final) was proven above

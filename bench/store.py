@@ -65,6 +65,8 @@ CELL_COLUMNS = {
     # benchmark_model); NULL or 1: samples_ms holds them (every measured cell)
     "raw_samples": "INTEGER",
     "source": "TEXT",  # JSON, imported cells: tool, variant, file, sha256 and the aggregates as the tool printed them
+    "optimized": "INTEGER",  # 1: the `--optimize` artifact (export/optimize.py); NULL: the plain one
+    "graph": "TEXT",  # JSON: the artifact's node counts, delegated ops, bytes (export/optimize.py graph_counts)
 }
 
 
@@ -241,6 +243,11 @@ class Store:
             self.conn.execute("BEGIN IMMEDIATE")
             try:
                 yield self.conn
+            except OverflowError:  # a Python int beyond SQLite's 64-bit INTEGER: nothing of the row is written
+                with contextlib.suppress(sqlite3.Error):
+                    self.conn.execute("ROLLBACK")
+                raise ToolkitError(f"a number is beyond what {self.path} can store (64-bit integers); nothing "
+                                   "written") from None
             except BaseException:
                 with contextlib.suppress(sqlite3.Error):
                     self.conn.execute("ROLLBACK")
@@ -393,11 +400,15 @@ class Store:
             for k in CELL_COLUMNS:  # a read-only store of an older version lacks the newer columns
                 r.setdefault(k, None)
             for k in ("overrides", "samples_ms", "cpu_samples_ms", "cpus", "runtime_versions", "attempt_cvs",
-                      "rounds", "source", "device_state"):
+                      "rounds", "source", "device_state", "graph"):
                 r[k] = json.loads(r[k]) if r.get(k) else ({} if k in ("overrides", "runtime_versions") else None)
             r["unstable"] = bool(r["unstable"]) if r["unstable"] is not None else None
             r["raw_samples"] = r["raw_samples"] != 0  # NULL (every measured cell) or 1: samples_ms are raw
         return rows
+
+    def cell(self, run_id: str, cell_key: str) -> dict[str, Any] | None:
+        """One stored cell (decoded as `cells` decodes them), or None."""
+        return next((c for c in self.cells(run_id) if c["cell_key"] == cell_key), None)
 
     def known_size(self, model: str, overrides: str, height: int, width: int) -> tuple[int, int] | None:
         """Params and MAdds of a model at a resolution, from any stored cell."""

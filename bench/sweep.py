@@ -46,9 +46,11 @@ from bench.why_plan import mode_artifact
 from devices.rounds import DEFAULT_PASSES, DEFAULT_PER_ROUND, DEFAULT_ROUNDS, DEFAULT_SWITCH_WARMUP
 from devices.subproc import Worker, WorkerError
 from export.hostlock import DeviceLock, timing_cores
+from export.optimize import counts_of
 from models import defaults
 from models.common import check_name, git_commit, median
 from models.errors import ToolkitError
+from models.escape import escape
 
 
 # --------------------------------------------------------------------------------------------- cells and arguments
@@ -65,6 +67,7 @@ class Cell:
     threads: int
     mode: str = ""  # an execution mode the format declares (FormatSpec.modes: onnx "parallel"); "" = its default
     units: str = ""  # Core ML compute units on a Mac or iPhone (a sweep axis there); "" everywhere else
+    optimized: bool = False  # the `--optimize` artifact (export/optimize.py) instead of the plain one
 
     @property
     def key(self) -> str:
@@ -75,6 +78,8 @@ class Cell:
             fields["mode"] = self.mode
         if self.units:  # only where it applies, so every other cell keeps its key
             fields["units"] = self.units
+        if self.optimized:  # likewise: plain cells keep their keys
+            fields["optimized"] = True
         return json.dumps(fields, sort_keys=True)
 
     @property
@@ -86,7 +91,7 @@ class Cell:
         return (self.height, self.width)
 
     def label(self) -> str:
-        mode = f" {self.mode}" if self.mode else ""
+        mode = (f" {self.mode}" if self.mode else "") + (" optimized" if self.optimized else "")
         return (f"{self.model_label} {runtime_label(self.format, self.converter, self.precision, self.units)}{mode} "
                 f"{models.format_resolution(self.res)} t{self.threads}")
 
@@ -112,11 +117,13 @@ class SweepArgs:
     compute_units: tuple[str, ...] = ()  # Core ML cells, one per unit (a device that runs Core ML sets them)
     modes: tuple[str, ...] = ("",)  # runtime execution modes ("" = each format's default; others where declared)
     plan: str = ""  # "" = the full product of the lists; "why" = bench/why_plan.py's subset (bench why)
+    optimize: tuple[bool, ...] = (False,)  # plain and/or optimized artifacts (`--optimize off|on|both`)
 
     def canonical(self) -> dict[str, Any]:
         extra = {k: v for k, v in (("modes", list(self.modes)), ("plan", self.plan),
-                                   ("compute_units", list(self.compute_units)))
-                 if v not in ([""], "", [])}  # absent when default: the hashes of earlier runs stay valid
+                                   ("compute_units", list(self.compute_units)),
+                                   ("optimize", [bool(o) for o in self.optimize]))
+                 if v not in ([""], "", [], [False])}  # absent when default: the hashes of earlier runs stay valid
         return {**extra, "device": self.device, "models": [model_label(m, dict(o)) for m, o in self.models],
                 "formats": list(self.formats), "converters": list(self.converters),
                 "precisions": list(self.precisions), "resolutions": [models.format_resolution(r)
@@ -134,18 +141,25 @@ class SweepArgs:
         from export import FORMATS
 
         out = []
-        for (name, ov), fmt, prec, res, th, mode in itertools.product(self.models, self.formats, self.precisions,
-                                                                        self.resolutions, self.threads, self.modes):
+        for (name, ov), fmt, prec, res, th, mode, opt in itertools.product(
+                self.models, self.formats, self.precisions, self.resolutions, self.threads, self.modes, self.optimize):
             spec = FORMATS[fmt]
-            if mode and mode not in spec.modes:
+            if mode and mode not in spec.modes or opt and _is_probe(name):  # instruments are timed as they are
                 continue
             convs = [c.name for c in spec.converters if c.name in self.converters] or [spec.default_converter]
             units = self.compute_units if fmt == "coreml" and self.compute_units else ("",)
             for conv, u in itertools.product(convs, units):
-                cell = Cell(name, ov, fmt, conv, prec, res[0], res[1], self.device, th, mode, u)
+                cell = Cell(name, ov, fmt, conv, prec, res[0], res[1], self.device, th, mode, u, opt)
                 if keep(self.plan, cell, self.threads):
                     out.append(cell)
         return sorted(out)
+
+
+def _is_probe(name: str) -> bool:
+    return models.family_info(models.spec(name).family).role == "probe"
+
+
+OPTIMIZE_CHOICES = {"off": (False,), "on": (True,), "both": (False, True)}
 
 
 def _split(text: str, what: str) -> list[str]:
@@ -202,7 +216,7 @@ def parse_args(*, device: str, models_arg: str, formats: str, res: str, iters: i
                threads: str | int = "1", converter: str | None = None, precision: str = "fp32",
                rounds: int | None = None, per_round: int | None = None, switch_warmup: int = DEFAULT_SWITCH_WARMUP,
                max_rounds: int | None = None, passes: int | None = None,
-               compute_units: str | None = None) -> SweepArgs:
+               compute_units: str | None = None, optimize: str = "off") -> SweepArgs:
     """Validate the command line's lists into SweepArgs; anything unknown is a ToolkitError naming the valid ones."""
     from export import FORMATS, PRECISIONS, format_spec
 
@@ -247,6 +261,8 @@ def parse_args(*, device: str, models_arg: str, formats: str, res: str, iters: i
     if warmup < 0 or switch_warmup < 0:
         raise ToolkitError(f"--warmup and --switch-warmup cannot be negative ({warmup}, {switch_warmup})")
     n_rounds, k, top = round_settings(iters, rounds, per_round, max_rounds)
+    if optimize not in OPTIMIZE_CHOICES:
+        raise ToolkitError(f"--optimize takes {', '.join(OPTIMIZE_CHOICES)}, not {optimize!r}")
     units: tuple[str, ...] = ()
     if compute_units:
         from devices.apple import check_units
@@ -254,7 +270,8 @@ def parse_args(*, device: str, models_arg: str, formats: str, res: str, iters: i
         units = tuple(sorted(set(check_units(_split(compute_units, "compute-units"), "--compute-units"))))
     return SweepArgs(device, tuple(sorted(set(parsed_models))), tuple(sorted(set(fmts))), tuple(sorted(set(convs))),
                      tuple(sorted(set(precs))), tuple(resolutions), tuple(ths), n_rounds * k, int(warmup),
-                     n_rounds, k, int(switch_warmup), top, pass_count(n_rounds, passes), units)
+                     n_rounds, k, int(switch_warmup), top, pass_count(n_rounds, passes), units,
+                     optimize=OPTIMIZE_CHOICES[optimize])
 
 
 # --------------------------------------------------------------------------------------------- run identity
@@ -321,15 +338,15 @@ def cell_row(run_id: str, seq: int, cell: Cell, *, args: SweepArgs, status: str,
         "overrides": json.dumps(dict(cell.overrides), sort_keys=True), "family": models.spec(cell.model).family,
         "format": cell.format, "converter": cell.converter, "precision": cell.precision, "device": cell.device,
         "threads": cell.threads, "mode": cell.mode or None, "height": cell.height, "width": cell.width,
-        "params": params, "madds": madds, "units": cell.units or None,
+        "params": params, "madds": madds, "units": cell.units or None, "optimized": 1 if cell.optimized else None,
+        "graph": json.dumps(counts_of(manifest), sort_keys=True) if manifest else None,
         "iterations": args.iterations, "warmup": args.warmup, "artifact": artifact,
         "artifact_bytes": m.get("file_bytes"), "export_seconds": m.get("export_seconds"), **_parity(manifest),
         "status": status, "stage": stage, "error": error, "finished": _now(),
     }
     if measurement is not None:
         rounds = measurement.rounds or None
-        s = stats.summarize(measurement.samples_ms, measurement.cpu_samples_ms or None, threads=cell.threads,
-                            rounds=rounds)
+        s = summary(measurement, cell.threads)
         row.update({
             "iterations": len(measurement.samples_ms), "session": session, "n_rounds": s.n_rounds,
             "per_round": measurement.per_round, "switch_warmup": measurement.switch_warmup, "round_cv": s.round_cv,
@@ -350,6 +367,16 @@ def cell_row(run_id: str, seq: int, cell: Cell, *, args: SweepArgs, status: str,
             **({} if measurement.raw_samples else {"raw_samples": 0}),
         })
     return row
+
+
+def summary(m: Any, threads: int) -> stats.Summary:
+    """The statistics of a measurement (bench/stats.py). A program that prints only aggregates, timed in one chunk
+    (`--rounds 1` on a phone), gives one value: it is the cell's mean and median, and nothing else is known."""
+    if not m.raw_samples and len(m.samples_ms) == 1:
+        v = float(m.samples_ms[0])
+        return stats.Summary(n=1, mean=v, median=v, p10=None, p90=None, std=None, min=v, max=v, cv=None,
+                             ci95_low=None, ci95_high=None, unstable=False)
+    return stats.summarize(m.samples_ms, m.cpu_samples_ms or None, threads=threads, rounds=m.rounds or None)
 
 
 # --------------------------------------------------------------------------------------------- interrupts
@@ -504,7 +531,8 @@ def _run_locked(args: SweepArgs, opts: Options, console: Any, device: Any, store
         console.print(f"interrupted: {len(rows)} of {len(cells)} cells are stored in {opts.store}; run the same "
                       "command again to resume")
     elif result.gone:
-        console.print(f"stopped: {result.gone}. {len(rows)} of {len(cells)} cells are stored in {opts.store}; "
+        console.print(f"stopped: {escape(result.gone, 'terminal')}. {len(rows)} of {len(cells)} cells are stored "
+                      f"in {opts.store}; "
                       f"when the device is back, run the same command to resume (add --retry-failed to measure the "
                       f"cells that failed again; check it first with `python -m devices check {device.name}`)",
                       markup=False)
@@ -635,8 +663,8 @@ def export_cells(work: WorkContext, runnable: list[Cell], exporters: list[Worker
                 else:
                     work.save(cell, status="failed", stage=reply["stage"], error=reply["error"], manifest=manifest,
                               artifact=reply.get("artifact"))
-                    progress.console.print(f"  failed  {cell.label()}: [{reply['stage']}] {reply['error']}",
-                                           markup=False)
+                    progress.console.print(f"  failed  {cell.label()}: [{reply['stage']}] "
+                                           f"{escape(reply['error'], 'terminal')}", markup=False)
                 progress.advance(task)
     except BaseException:
         for w in exporters:  # unblock the threads waiting on a child for good, then drop queued groups
@@ -655,7 +683,7 @@ def _export_group(group: list[Cell], idle: queue.Queue[Worker], opts: Options) -
         for cell in group:
             req = {"op": "export", "model": cell.model, "overrides": dict(cell.overrides),
                    "format": cell.format, "converter": cell.converter, "precision": cell.precision,
-                   "res": list(cell.res), "out": str(opts.artifacts)}
+                   "res": list(cell.res), "out": str(opts.artifacts), "optimize": cell.optimized}
             try:
                 reply = worker.call(req, opts.export_timeout)
             except WorkerError as exc:
@@ -779,8 +807,8 @@ def time_pass(device: Any, cells: list[Cell], paths: list[str], args: SweepArgs,
         if len(cells) == 1 or exc.stage == "transport":  # the device is unreachable: its members would be too
             return [exc] * len(cells)
         if say:
-            say(f"  group   {_group_label(cells[0])}: [{exc.stage}] {exc}; timing its members one by one",
-                markup=False)
+            say(f"  group   {_group_label(cells[0])}: [{exc.stage}] {escape(str(exc), 'terminal')}; timing its "
+                "members one by one", markup=False)
         results = []
         for i in everyone:
             try:
@@ -890,17 +918,17 @@ def time_cells(work: WorkContext, todo: list[Cell], artifacts: dict[str, tuple[s
                                    f"{args.per_round}", markup=False)
             for cell, m in zip(g, results):
                 if isinstance(m, Measurement):
-                    s = stats.summarize(m.samples_ms, m.cpu_samples_ms or None, threads=cell.threads,
-                                        rounds=m.rounds or None)
-                    spread = f", rounds disagree {s.round_cv:.1%}" if s.round_cv is not None else f", cv {s.cv:.1%}"
+                    s = summary(m, cell.threads)
+                    spread = f", rounds disagree {s.round_cv:.1%}" if s.round_cv is not None else \
+                        f", cv {s.cv:.1%}" if s.cv is not None else ", one printed aggregate"
                     flag = "" if s.contention is None else f", wall/CPU {1 + s.contention:.2f}"
                     flag += "  UNSTABLE" if s.unstable else ""
                     progress.console.print(f"  ok      {cell.label()}: median {s.median:.2f} ms, mean {s.mean:.2f} ms"
                                            f"{spread}{flag}", markup=False)
                     work.result.measured += 1
                 else:
-                    progress.console.print(f"  failed  {cell.label()}: [{getattr(m, 'stage', 'run')}] {m}",
-                                           markup=False)
+                    progress.console.print(f"  failed  {cell.label()}: [{getattr(m, 'stage', 'run')}] "
+                                           f"{escape(str(m), 'terminal')}", markup=False)
                 progress.advance(mtask)
 
         give_up = getattr(device, "give_up_after", None)  # remote kinds: transport failures in a row tolerated

@@ -20,7 +20,8 @@ import numpy as np
 
 import models
 from bench import fit as fitting
-from bench.analysis import Analysis
+from bench import nodecost
+from bench.analysis import Analysis, plain_runtime
 from bench.stats import CellSamples, round_statistic
 from models.common import median
 
@@ -62,6 +63,7 @@ class Why:
     closure: list[dict[str, Any]] = field(default_factory=list)  # profiled sum vs measured median, per cell
     profile_notes: dict[str, str] = field(default_factory=dict)  # format -> what its profiler can(not) resolve
     variants: list[dict[str, Any]] = field(default_factory=list)  # ablation cells: model, runtime, res, ms, accuracy
+    node_costs: dict[str, dict[str, Any]] = field(default_factory=dict)  # runtime -> per-node cost (bench/nodecost.py)
 
     @property
     def empty(self) -> bool:
@@ -156,7 +158,7 @@ def _differences(a: Analysis, ok: list[dict], idx: dict, w: Why) -> None:
 def _peaks_and_fits(a: Analysis, ok: list[dict], w: Why) -> None:
     probes: dict[str, list[dict]] = defaultdict(list)
     for r in ok:
-        if _role(r["family"], a) == "probe" and not r.get("mode"):
+        if _role(r["family"], a) == "probe" and not r.get("mode") and not nodecost.is_node_probe(r):
             probes[r["runtime"]].append(r)
     for rt, rs in probes.items():
         w.peaks[rt] = fitting.peak_gmadds_per_s([r["madds"] for r in rs], [_cs(r) for r in rs])
@@ -166,7 +168,8 @@ def _peaks_and_fits(a: Analysis, ok: list[dict], w: Why) -> None:
             if not rs or _role(rs[0]["family"], a) == "probe" or not all(r.get("madds") for r in rs):
                 continue
             mode = rs[0].get("mode")
-            peak = w.peaks.get(rt.replace(f" {mode}", "", 1) if mode else rt)  # the probe runs in the default mode
+            base = plain_runtime(rt.replace(f" {mode}", "", 1) if mode else rt)
+            peak = w.peaks.get(base)  # the probe runs in the default mode, on plain artifacts
             for r in rs:
                 ach = fitting.achieved_gmadds_per_s(r["madds"], r["median_ms"])
                 w.efficiency.append({"model": label, "runtime": rt, "height": r["height"], "width": r["width"],
@@ -182,6 +185,8 @@ def _peaks_and_fits(a: Analysis, ok: list[dict], w: Why) -> None:
                            "points": [{"height": r["height"], "width": r["width"], "gmadds": r["madds"] / 1e9,
                                        "ms": r["median_ms"], "fixed_share": f.fixed_ms / r["median_ms"]}
                                       for r in rs]})
+    w.node_costs = nodecost.node_costs(a)
+    nodecost.annotate_fits(w.fits, a, w.node_costs)
 
 
 def _feedback(a: Analysis, ok: list[dict], idx: dict, w: Why) -> None:

@@ -9,13 +9,16 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from bench import nodecost
 from bench import why as W
 from bench.analysis import Analysis
 from bench.writers import md_table
+from models.escape import escape
 
 WHY_COLUMNS = ("model", "runtime", "height", "width", "component", "method", "ms", "ms_low", "ms_high",
                "share_latency", "share_madds")
-FIT_COLUMNS = ("model", "runtime", "fixed_ms", "fixed_low_ms", "fixed_high_ms", "ms_per_gmadd", "peak_gmadds_per_s")
+FIT_COLUMNS = ("model", "runtime", "fixed_ms", "fixed_low_ms", "fixed_high_ms", "ms_per_gmadd", "peak_gmadds_per_s",
+               "nodes", "per_node_us", "nodes_ms")
 PLOTS = ("why_components", "why_ablation", "why_fit", "why_efficiency", "why_feedback")
 FILES = frozenset({"why.csv", "fit.csv", *(f"{p}.png" for p in PLOTS)})
 
@@ -34,7 +37,7 @@ def write_csvs(w: W.Why, directory: Path) -> None:
         out = csv.writer(f)
         out.writerow(FIT_COLUMNS)
         for row in w.fits:
-            out.writerow([_r(row[k]) for k in FIT_COLUMNS])
+            out.writerow([_r(row.get(k)) for k in FIT_COLUMNS])
 
 
 def _panels(n: int):
@@ -137,6 +140,11 @@ def _plots(w: W.Why, directory: Path) -> list[str]:
     return made
 
 
+def _md(sentence: str) -> str:
+    """A sentence of bench/why.py (plain text naming stored labels) as Markdown text."""
+    return escape(sentence, "markdown")
+
+
 def _f(v: float | None, fmt: str = ".2f") -> str:
     return "" if v is None else format(v, fmt)
 
@@ -149,7 +157,7 @@ def markdown(a: Analysis, w: W.Why, plots: list[str], formats: list[str], versio
     if rows:
         lines += ["Headline (ms by difference of cells timed in the same rounds, 95% intervals in brackets; the "
                   "feedback path: positive = breaking it is faster):", ""] + md_table(header, rows) + [""]
-    lines += [f"- {s}" for s in W.component_sentences(w)] + [""]
+    lines += [f"- {_md(s)}" for s in W.component_sentences(w)] + [""]
     if "why_components" in plots:
         lines += ["![components](why_components.png)", ""]
     if w.variants:
@@ -163,32 +171,36 @@ def markdown(a: Analysis, w: W.Why, plots: list[str], formats: list[str], versio
         if "why_ablation" in plots:
             lines += ["![ablations](why_ablation.png)", ""]
     if w.fits:
-        lines += ["### The fixed cost", ""] + [f"- {s}" for s in W.fit_sentences(w) + W.overhead_sentences(w)]
+        lines += ["### The fixed cost", ""] + [f"- {_md(s)}" for s in W.fit_sentences(w) + W.overhead_sentences(w)
+                                                + nodecost.sentences(w.node_costs, w.fits)]
         lines += [""]
-        lines += md_table(["model", "runtime", "fixed ms (95% CI)", "ms / GMAdd", "peak GMAdd/s"],
+        lines += md_table(["model", "runtime", "fixed ms (95% CI)", "ms / GMAdd", "peak GMAdd/s", "nodes",
+                           "nodes x per-node cost ms"],
                           [[f["model"], f["runtime"], f"{f['fixed_ms']:.2f} ({f['fixed_low_ms']:.2f}-"
-                            f"{f['fixed_high_ms']:.2f})", f"{f['ms_per_gmadd']:.2f}", _f(f["peak_gmadds_per_s"], ".1f")]
+                            f"{f['fixed_high_ms']:.2f})", f"{f['ms_per_gmadd']:.2f}", _f(f["peak_gmadds_per_s"], ".1f"),
+                            _f(f.get("nodes"), "d"), "" if f.get("nodes_ms") is None else
+                            f"{f['nodes']} x {f['per_node_us']:.2f} us = {f['nodes_ms']:.2f}"]
                            for f in w.fits if f["role"] in ("subject", "baseline")])
         for p in ("why_fit", "why_efficiency"):
             if p in plots:
                 lines += [f"![{p}]({p}.png)", ""]
         comp = W.component_fit_sentences(w)
         if comp:
-            lines += ["Per component (MAdds from the counter, time by difference):", ""] + [f"- {s}" for s in comp]
+            lines += ["Per component (MAdds from the counter, time by difference):", ""] + [f"- {_md(s)}" for s in comp]
             lines += [""]
     if w.feedback:
         lines += ["### The DyReLU feedback path", ""]
         whatif = sorted({_whatif_text(f["model"]) for f in w.feedback} - {""})
         lines += [f"- The what-if: {t}." for t in whatif]
-        lines += [f"- {s}" for s in W.feedback_sentences(w)] + [""]
+        lines += [f"- {_md(s)}" for s in W.feedback_sentences(w)] + [""]
         if "why_feedback" in plots:
             lines += ["![feedback](why_feedback.png)", ""]
     lines += ["### Attribution by profile", ""]
-    lines += [f"- {s}" for s in W.agreement_sentences(w)]
-    lines += [f"- {s}" for s in W.landing_sentences(w)]
+    lines += [f"- {_md(s)}" for s in W.agreement_sentences(w)]
+    lines += [f"- {_md(s)}" for s in W.landing_sentences(w)]
     for fmt in formats:
         if fmt in w.profile_notes:
-            lines.append(f"- {fmt}: {w.profile_notes[fmt]}.")
+            lines.append(f"- {_md(fmt)}: {_md(w.profile_notes[fmt])}.")
     if "tflite" in formats:
         lines.append(f"- tflite: the Python Interpreter of ai-edge-litert {versions.get('ai-edge-litert', '?')} "
                      "offers no op-profiling accessor, so LiteRT's cells are decomposed by difference only (no "

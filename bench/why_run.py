@@ -14,19 +14,35 @@ from typing import Any
 import models
 from bench import sweep, why_plan, why_store
 from models.errors import ToolkitError
+from models.escape import escape
 
 PROFILED = ("onnx", "executorch")  # formats whose runtime this toolkit profiles (LiteRT's Python API cannot)
 PROFILE_TIMEOUT = 600.0
 
 
 def expand_models(models_arg: str) -> str:
-    """The --models list with every subject's ablation override sets and the probes added."""
+    """The --models list with every subject's ablation override sets and the probes added. The list must name a
+    subject (what `bench why` explains) and may add baselines; nothing else is what it is for."""
     out: list[str] = []
-    for item in [t.strip() for t in models_arg.split(",") if t.strip()]:
+    items = [t.strip() for t in models_arg.split(",") if t.strip()]
+    if not items:
+        raise ToolkitError(f"--models {models_arg!r} names no model")
+    roles = {}
+    for item in items:
         name, ov = models.split_model_arg(item)
         models.spec(name)
+        roles[name] = why_plan.role_of(name)
         sets = why_plan.ablation_models(name) if not ov else [ov]
         out += [models.model_label(name, o) for o in sets]
+    if "subject" not in roles.values():
+        from bench.analysis import Roles
+
+        raise ToolkitError(f"--models {models_arg!r} names no {Roles.from_registry().subject} model: bench why "
+                           "explains the subject's slowdown (add a baseline beside it to compare)")
+    extra = sorted(n for n, r in roles.items() if r not in ("subject", "baseline"))
+    if extra:
+        raise ToolkitError(f"--models: {', '.join(extra)} is not a subject or a baseline (the probes are added by "
+                           "bench why itself)")
     out += [n for n in models.list_models() if why_plan.role_of(n) == "probe"]
     return ",".join(dict.fromkeys(out))
 
@@ -34,14 +50,33 @@ def expand_models(models_arg: str) -> str:
 def build_args(ns: argparse.Namespace, device: Any) -> sweep.SweepArgs:
     from export import FORMATS
 
-    base = sorted({int(t) for t in str(ns.threads).split(",") if t.strip()} or {1})
+    base = parse_threads(ns.threads)
     top = getattr(device, "max_threads", lambda: 2)()
+    for t in base:
+        if hasattr(device, "check_threads"):
+            device.check_threads(t)  # more threads than the device may use: one line naming it
+    for fmt in sweep._split(ns.formats, "formats"):
+        why = device.can_run(fmt) if fmt in FORMATS else None
+        if why:
+            raise ToolkitError(f"device {device.name} cannot run {fmt} ({why}): bench why times every cell it "
+                               "plans, so pass formats it can run")
     threads = sorted(set(base) | {t for t in (1, 2) if t <= top})
     args = sweep.parse_args(device=ns.device, models_arg=expand_models(ns.models), formats=ns.formats, res=ns.res,
                             iters=ns.iters, warmup=ns.warmup, threads=",".join(map(str, threads)),
                             rounds=ns.rounds, max_rounds=ns.max_rounds or ns.rounds)
     modes = sorted({""} | {m for f in args.formats for m in FORMATS[f].modes})
     return dataclasses.replace(args, modes=tuple(modes), plan=why_plan.why_plan(tuple(base)))
+
+
+def parse_threads(text: str) -> list[int]:
+    """--threads: a comma list of whole numbers from 1 to 1024."""
+    from models.common import bounded_int
+
+    check = bounded_int("--threads", 1, 1024)
+    items = [t.strip() for t in str(text).split(",") if t.strip()]
+    if not items:
+        raise ToolkitError(f"--threads {text!r} names no thread count")
+    return sorted({check(t) for t in items})
 
 
 def profile_pass(store, run_id: str, device: Any, say) -> int:
@@ -109,7 +144,7 @@ def cmd_why(ns: argparse.Namespace, argv: list[str] | None) -> int:
     print(f"run {res.run_id}: {c.get('ok', 0)} measured, {c.get('failed', 0)} failed, {c.get('not run', 0)} not run; "
           f"{res.measured} measured now in {res.seconds:.0f} s")
     for f in res.failures:
-        print(f"  failed: {f}")
+        print(f"  failed: {escape(f, 'terminal')}")
     if res.interrupted:
         return 130
     store = Store.open(ns.store)
@@ -123,7 +158,7 @@ def cmd_why(ns: argparse.Namespace, argv: list[str] | None) -> int:
     section = md[md.find("## Why "):] if "## Why " in md else ""
     for line in section.splitlines():
         if line.startswith("- "):
-            print(line)
+            print(escape(line, "terminal"))
     print(f"report: {rendered.path / 'report.md'} (section 'Why ...'; why.csv, fit.csv beside it)")
     return 0
 
@@ -164,5 +199,8 @@ def add_parser(sub, defaults_models: str, defaults_res: str, store_arg, reports_
 
 
 def check(ns: argparse.Namespace) -> None:
+    """The command line, before a device is reached: threads, models (a subject among them), the round counts."""
+    parse_threads(ns.threads)
+    expand_models(ns.models)
     if ns.iters is not None and ns.rounds is not None and ns.iters % ns.rounds:
         raise ToolkitError(f"--iters {ns.iters} is not a multiple of --rounds {ns.rounds}")

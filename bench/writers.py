@@ -27,6 +27,7 @@ from bench.analysis import (
     no_pair_text,
     overhead,
 )
+from models.escape import Markdown, escape
 
 CSV_COLUMNS = ["run_id", "model", "overrides", "family", "format", "converter", "precision", "runtime", "device",
                "threads", "height", "width", "res_equiv", "params", "madds", "iterations", "warmup", "mean_ms",
@@ -45,9 +46,14 @@ def write_csv(a: Analysis, path: Path) -> None:
         w = csv.DictWriter(f, CSV_COLUMNS, extrasaction="ignore")
         w.writeheader()
         for r in sorted(a.rows, key=lambda r: (r["runtime"], r["model_label"], r["res_equiv"], r["height"])):
-            w.writerow({**r, "overrides": json.dumps(r["overrides"], sort_keys=True),
-                        "unstable": "" if r["unstable"] is None else int(r["unstable"]),
-                        "raw_samples": "" if r["status"] != "ok" else int(has_samples(r))})
+            w.writerow(_csv_cells({**r, "overrides": json.dumps(r["overrides"], sort_keys=True),
+                                   "unstable": "" if r["unstable"] is None else int(r["unstable"]),
+                                   "raw_samples": "" if r["status"] != "ok" else int(has_samples(r))}))
+
+
+def _csv_cells(row: dict[str, Any]) -> dict[str, Any]:
+    """Stored strings as spreadsheet cells that cannot start a formula (models/escape.py)."""
+    return {k: escape(v, "csv") if isinstance(v, str) else v for k, v in row.items() if k in CSV_COLUMNS}
 
 
 def ratio_rows(a: Analysis) -> list[list[Any]]:
@@ -66,7 +72,7 @@ def write_rows(path: Path, head: list[str], rows: list[list[Any]]) -> None:
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(head)
-        w.writerows(rows)
+        w.writerows([[escape(v, "csv") if isinstance(v, str) else v for v in r] for r in rows])
 
 
 def write_ratios_csv(a: Analysis, path: Path) -> None:
@@ -94,19 +100,19 @@ def markdown(a: Analysis) -> str:
     failed = [r for r in a.rows if r["status"] == "failed"]
     not_run = [r for r in a.rows if r["status"].startswith("not run")]
     unstable = [r for r in a.rows if r["status"] == "ok" and r["unstable"]]
-    lines = [f"# Latency vs input resolution: run {run['run_id']}", ""]
+    t = _md  # every stored string in a line of text goes through it (tables escape their cells themselves)
+    lines = [f"# Latency vs input resolution: run {t(run['run_id'])}", ""]
     rounds = (f" in {args['rounds']} interleaved rounds of {args['per_round']} (up to {args.get('max_rounds')} "
               f"where intervals stayed wide), {args.get('switch_warmup')} untimed per switch"
               if args.get("rounds", 1) > 1 else " in one burst" if "rounds" in args else "")
-    where = (f"{env.get('cpu_model', '?')}{' emulated by qemu-user' if env.get('emulated') else ''}, "
-             f"{env.get('cores', '?')} cores, {env.get('os', '?')}; "
-             f"{', '.join(map(str, args.get('threads', [])))} thread(s), {args.get('iterations')} timed iterations "
-             f"per cell{rounds}, after {args.get('warmup')} warm-up")
+    where = (f"{t(env.get('cpu_model', '?'))}{' emulated by qemu-user' if env.get('emulated') else ''}, {t(env.get('cores', '?'))} cores, {t(env.get('os', '?'))}; "
+             f"{t(', '.join(map(str, args.get('threads', []))))} thread(s), {t(args.get('iterations'))} timed "
+             f"iterations per cell{t(rounds)}, after {t(args.get('warmup'))} warm-up")
     if env.get("kind") == IMPORTED:
         files = env.get("imports") or []
         where = (f"results measured by hand and imported with `bench import`: {len(files)} file(s) of "
-                 f"{', '.join(sorted({f['tool'] for f in files}))}")
-    lines += [f"**Device `{run['device']}`** ({where}).", ""]
+                 f"{t(', '.join(sorted({str(f['tool']) for f in files})))}")
+    lines += [f"**Device {escape(run['device'], 'code')}** ({where}).", ""]
     # ---- the answer
     if a.pairs:
         lines += ["## The answer", ""]
@@ -125,7 +131,7 @@ def markdown(a: Analysis) -> str:
     if a.pairs:
         lines += [f"## Slowdown ratio ({a.subject} median / baseline median)", ""]
         for p in a.pairs:
-            lines.append(f"**{p.runtime}: {p.numer} / {p.denom}** ({crossover_text(p)})")
+            lines.append(f"**{t(p.runtime)}: {t(p.numer)} / {t(p.denom)}** ({crossover_text(p)})")
             lines.append("")
             table = [["ratio", *[f"{q.ratio:.2f}" + ("~" if q.wide else "") for q in p.curve.points]],
                      ["95% CI", *["none" if q.aggregates else f"{q.low:.2f}-{q.high:.2f}" for q in p.curve.points]]]
@@ -144,7 +150,7 @@ def markdown(a: Analysis) -> str:
             body.append([m, *[(f"{_ms(by[lbl]['median_ms'])} / {_ms(by[lbl]['mean_ms'])}"
                                + ("*" if by[lbl]["unstable"] else "") + ("" if has_samples(by[lbl]) else AGG_MARK))
                               if lbl in by else "" for lbl in labels]])
-        lines += [f"**{rt}**", ""] + md_table(["model", *labels], body)
+        lines += [f"**{t(rt)}**", ""] + md_table(["model", *labels], body)
     if unstable:
         lines.append(f"`*` = unstable: {ROUND_RULE} (runs timed in rounds) or {UNSTABLE_RULE} (one burst); "
                      "bench/stats.py says why.")
@@ -178,7 +184,7 @@ def markdown(a: Analysis) -> str:
         for r in not_run:
             reasons[f"{r['runtime']}: {r['status']}"].append(r["model_label"])
         lines += ["## Not run on this device", ""]
-        lines += [f"- {k} ({len(v)} cells)" for k, v in sorted(reasons.items())] + [""]
+        lines += [f"- {t(k)} ({len(v)} cells)" for k, v in sorted(reasons.items())] + [""]
     # ---- harness overhead and environment
     if env.get("kind") == IMPORTED:
         return "\n".join(lines + imported_lines(a))
@@ -187,7 +193,7 @@ def markdown(a: Analysis) -> str:
     if oh:
         verdict = "below" if oh["share"] < 0.01 else "**above**"
         lines += [f"An empty callable through the same timing loop costs {oh['overhead_us']:.2f} us per iteration "
-                  f"(median over cells), {oh['share']:.4%} of the fastest cell ({oh['fastest']}, "
+                  f"(median over cells), {oh['share']:.4%} of the fastest cell ({t(oh['fastest'])}, "
                   f"{_ms(oh['fastest_ms'])} ms median): {verdict} the 1% bound.", ""]
     else:
         lines += ["No measured cell.", ""]
@@ -200,8 +206,8 @@ def markdown(a: Analysis) -> str:
         ["cores", f"{env.get('cores')} (allowed: {env.get('allowed_cpus')})"], ["pinning", env.get("pinning")],
         ["memory", f"{env.get('memory_gb')} GB"], ["OS", env.get("os")], ["Python", env.get("python")],
         ["numpy", env.get("numpy")], ["runtimes", rt_versions], ["git commit", run.get("git_commit")],
-        ["shuffle seed", run.get("seed")], ["arguments", f"`{json.dumps(args, sort_keys=True)}`"],
-        ["command", f"`{' '.join(run.get('argv') or [])}`"]])
+        ["shuffle seed", run.get("seed")], ["arguments", escape(json.dumps(args, sort_keys=True), "code")],
+        ["command", _command(run)]])
     lines += ["## Method", "",
               "- Cells that are compared (same runtime, threads and resolution) are timed together in one worker "
               "process pinned to its cores, in interleaved rounds: in each round every model runs a few untimed "
@@ -242,7 +248,7 @@ def imported_lines(a: Analysis) -> list[str]:
                        "sha256", "imported (UTC)"], rows)
     lines += md_table(["", ""], [["run id", run["run_id"]], ["device", run["device"]],
                                  ["git commit", run.get("git_commit")],
-                                 ["created by", f"`{' '.join(run.get('argv') or [])}`"]])
+                                 ["created by", _command(run)]])
     lines += ["## Method", "",
               "- Each cell is one saved output of a native benchmark program, parsed by devices/parsers.py. Where the "
               "program prints per-iteration times (executor_runner, our native runner, XCTest), they are the "
@@ -254,12 +260,22 @@ def imported_lines(a: Analysis) -> list[str]:
     return lines
 
 
+def _md(value: Any) -> str:
+    return escape(value, "markdown")
+
+
+def _command(run: dict[str, Any]) -> Markdown:
+    argv = run.get("argv")
+    return escape(" ".join(map(str, argv)) if isinstance(argv, list) else argv or "", "code")
+
+
 # --------------------------------------------------------------------------------------------- HTML
 def html(md_text: str, directory: Path, title: str) -> str:
-    """report.md as one self-contained HTML page: plots inlined as base64 PNG."""
+    """report.md as one self-contained HTML page: plots inlined as base64 PNG. Raw HTML is off: whatever HTML the
+    Markdown holds (it holds none of ours; stored strings are escaped before they get there) shows as text."""
     from markdown_it import MarkdownIt
 
-    body = MarkdownIt("commonmark").enable("table").render(md_text)
+    body = MarkdownIt("commonmark", {"html": False}).enable("table").render(md_text)
     for name in PLOT_NAMES:
         data = base64.b64encode((directory / f"{name}.png").read_bytes()).decode()
         body = body.replace(f'src="{name}.png"', f'src="data:image/png;base64,{data}"')
@@ -267,5 +283,5 @@ def html(md_text: str, directory: Path, title: str) -> str:
              "table{border-collapse:collapse;margin:.5em 0;font-size:.9em}td,th{border:1px solid #ccc;"
              "padding:.2em .5em;text-align:right}td:first-child,th:first-child{text-align:left}"
              "img{max-width:100%}code{background:#f4f4f4;padding:0 .2em;font-size:.85em}")
-    return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title}</title>"
+    return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{escape(title, 'html')}</title>"
             f"<style>{style}</style></head><body>\n{body}</body></html>\n")

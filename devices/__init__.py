@@ -48,15 +48,25 @@ def _discover_kinds() -> None:
 
 
 # the measuring process and its pipe protocol, the ssh plumbing, parsers and programs run on devices: no KIND there
-_NOT_KINDS = {"base", "worker", "subproc", "remote", "probe", "parsers", "adb_parse", "ios_bench", "verify", "apple",
-              "native"}
+_NOT_KINDS = {"base", "worker", "subproc", "remote", "probe", "parsers", "parse_base", "parse_raw", "adb_parse",
+              "ios_bench", "verify", "apple", "native"}
+
+
+MAX_PROFILES_BYTES = 1 << 20  # a profiles file is a few KB
 
 
 def _read_profiles(path: Path) -> dict[str, dict[str, Any]]:
     try:
-        data = tomllib.loads(path.read_text())
+        with open(path, "rb") as f:
+            raw = f.read(MAX_PROFILES_BYTES + 1)
+        if len(raw) > MAX_PROFILES_BYTES:
+            raise ToolkitError(f"device profiles {path} are larger than {MAX_PROFILES_BYTES >> 20} MB: not a profiles "
+                               "file")
+        data = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ToolkitError(f"device profiles {path} are not valid TOML: {exc}") from None
+        raise ToolkitError(f"device profiles {path} are not valid TOML: {' '.join(str(exc).split())}") from None
+    except RecursionError:  # tomllib recurses into nested arrays and inline tables
+        raise ToolkitError(f"device profiles {path} are not valid TOML: values nested too deeply") from None
     except OSError as exc:
         raise ToolkitError(f"cannot read device profiles {path}: {exc.strerror}") from None
     out = {}
@@ -98,6 +108,9 @@ def get(name: str, user: str | Path | None = None, overrides: dict[str, Any] | N
         raise unknown("device", name, profs)
     prof = dict(profs[name])
     where = f"device profile [{name}] in {prof.pop('_file', 'the built-in defaults')}"
+    for key, value in prof.items():  # no program argument or path can hold a NUL byte
+        if any(isinstance(x, str) and "\x00" in x for x in (value if isinstance(value, list) else [value])):
+            raise ToolkitError(f"{where}: {key} holds a NUL byte")
     prof.update(overrides or {})
     if not KINDS:
         _discover_kinds()

@@ -155,11 +155,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def _check(dev) -> int:
     """Facts on stdout, one line per problem on stderr; 0 only when the device is ready."""
-    facts, problems = dev.check()
+    from models.escape import escape
+
+    facts, problems = dev.check()  # a device's own words (getprop, uname, its errors): one line each, as text
     for line in facts:
-        print(f"{dev.name}: {line}")
+        print(f"{dev.name}: {escape(line, 'terminal')}")
     for line in problems:
-        print(f"problem: {line}", file=sys.stderr)
+        print(f"problem: {escape(line, 'terminal')}", file=sys.stderr)
     print(f"{dev.name}: {'ready' if not problems else f'NOT ready ({len(problems)} problem(s))'}")
     return 0 if not problems else 1
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from devices.parse_base import NUM
 from models.errors import ToolkitError
 
 
@@ -68,7 +69,7 @@ def shell_status(output: str) -> tuple[str, int]:
     """Split `adb shell 'CMD; echo RC=$?'` output into (CMD's output, its exit code); `\\r\\n` of old devices is
     made `\\n`. Old adb returns 0 whatever the command did, hence the marker."""
     text = output.replace("\r\n", "\n").replace("\r", "")
-    m = re.search(r"(?:^|\n)RC=(\d+)\n?\Z", text)
+    m = re.search(r"(?:^|\n)RC=(\d{1,3})\n?\Z", text)
     if not m:
         raise AdbError("the shell command's exit code is missing (no RC= line: the connection dropped?)")
     return text[:m.start()], int(m.group(1))
@@ -100,13 +101,15 @@ class Thermal:
         return max(cpu) if cpu else None
 
 
-_TEMP = re.compile(r"Temperature\{mValue=([-+0-9.eE]+), mType=(-?\d+), mName=([^,]*), mStatus=(-?\d+)\}")
+_TEMP = re.compile(rf"Temperature\{{mValue=({NUM}), mType=(-?\d{{1,4}}), mName=([^,\n]{{0,100}}), "
+                   r"mStatus=(-?\d{1,4})\}")
+CELSIUS = (-100.0, 400.0)  # what a sensor can read; outside it (or not a number) the reading is left out
 
 
 def parse_thermal(text: str) -> Thermal:
     """Thermal Status and the `Current temperatures from HAL:` block (the `Cached temperatures:` block before it is
     stale and ignored)."""
-    status = re.search(r"Thermal Status: (\d+)", text)
+    status = re.search(r"Thermal Status: (\d{1,3})\b", text)
     temps: list[Temperature] = []
     in_hal = False
     for line in text.replace("\r", "").splitlines():
@@ -118,7 +121,7 @@ def parse_thermal(text: str) -> Thermal:
             break  # the next block (cooling devices, ...)
         if in_hal:
             m = _TEMP.search(stripped)
-            if m:
+            if m and CELSIUS[0] <= float(m.group(1)) <= CELSIUS[1]:
                 temps.append(Temperature(m.group(3), int(m.group(2)), float(m.group(1)), int(m.group(4))))
     if status is None and not temps:
         raise AdbError("not `dumpsys thermalservice` output (no 'Thermal Status' line, no HAL temperatures)")
@@ -132,9 +135,11 @@ def big_cores_mask(listing: str) -> str:
     cpu_capacity` (`/sys/devices/system/cpu/cpu7/cpu_capacity:1024`) or `cpu7 2850000`. All cores equal: all."""
     values: dict[int, int] = {}
     for line in listing.replace("\r", "").splitlines():
-        m = re.search(r"cpu(\d+)\b.*?[:\s](\d+)\s*$", line.strip())
-        if m:
-            values[int(m.group(1))] = int(m.group(2))
+        m = re.search(r"cpu(\d{1,4})\b", line)
+        value = re.split(r"[:\s]", line.strip())[-1]
+        if m and value.isascii() and value.isdigit() and len(value) <= 12 and int(m.group(1)) < 4096 \
+                and m.end() < len(line.strip()):
+            values[int(m.group(1))] = int(value)
     if not values:
         raise AdbError("no 'cpuN ... value' lines in the core listing (cpu_capacity / cpuinfo_max_freq unreadable?)")
     top = max(values.values())
@@ -143,7 +148,7 @@ def big_cores_mask(listing: str) -> str:
 
 def parse_getprop(text: str) -> dict[str, str]:
     """`adb shell getprop` (`[ro.product.model]: [Pixel 7]` per line) as a dict."""
-    props = dict(re.findall(r"^\[([^\]]+)\]: \[(.*)\]\s*$", text.replace("\r", ""), re.MULTILINE))
+    props = dict(re.findall(r"^\[([^\]\n]{1,200})\]: \[(.{0,2000})\][ \t]*$", text.replace("\r", ""), re.MULTILINE))
     if not props and text.strip():
         raise AdbError("not getprop output (no '[key]: [value]' lines)")
     return props

@@ -24,6 +24,7 @@ the sweep stops trying it and the same command resumes later.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import secrets
 import shlex
@@ -37,6 +38,7 @@ from devices.adb_parse import AdbError, big_cores_mask, check_adb, parse_getprop
 from devices.base import Kind, MeasureError, Measurement, OneBurst
 from devices.remote import check_keys
 from devices.rounds import plan, run_in_chunks
+from models.common import brief
 from models.errors import ToolkitError
 
 DEFAULT_WORKDIR = "/data/local/tmp/mobile-deploy-toolkit"
@@ -45,7 +47,7 @@ DELEGATES = ("xnnpack", "gpu", "nnapi")
 PROGRAMS = {"tflite": (("benchmark_model", "benchmark_model"),),
             "executorch": (("native_runner", "native"), ("executor_runner", "executor_runner")),
             "onnx": (("onnxruntime_perf_test", "onnxruntime_perf_test"),)}
-_SERIAL = re.compile(r"^[A-Za-z0-9._:-]+$")
+_SERIAL = re.compile(r"[A-Za-z0-9._:-]{1,128}")  # whole values only (fullmatch)
 _GONE = ("not found", "no devices/emulators", "offline", "unauthorized", "authorizing", "more than one device")
 
 
@@ -77,20 +79,21 @@ class AndroidProfile:
     def parse(cls, prof: dict[str, Any], where: str) -> AndroidProfile:
         check_keys(prof, where, cls.KEYS, required=("serial",))
         serial = prof["serial"]
-        if not _SERIAL.match(serial):
-            raise ToolkitError(f"{where}: serial {serial!r} is not an adb serial (`adb devices` lists them)")
+        if not _SERIAL.fullmatch(serial):
+            raise ToolkitError(f"{where}: serial {brief(serial)} is not an adb serial (`adb devices` lists them)")
         workdir = prof.get("workdir", DEFAULT_WORKDIR)
-        if not workdir.startswith("/") or "\n" in workdir:
-            raise ToolkitError(f"{where}: workdir must be an absolute path on the phone, not {workdir!r}")
+        if not workdir.startswith("/") or any(c in workdir for c in "\n\r\x00"):
+            raise ToolkitError(f"{where}: workdir must be an absolute path on the phone, not {brief(workdir)}")
         cores = prof.get("cores", "big")
-        if cores not in ("big", "all") and not re.fullmatch(r"(0x)?[0-9a-fA-F]+", cores):
-            raise ToolkitError(f"{where}: cores must be \"big\", \"all\" or a hex mask such as \"f0\", not {cores!r}")
+        if cores not in ("big", "all") and not re.fullmatch(r"(0x)?[0-9a-fA-F]{1,64}", cores):
+            raise ToolkitError(f"{where}: cores must be \"big\", \"all\" or a hex mask such as \"f0\", not "
+                               f"{brief(cores)}")
         delegate = prof.get("delegate", "xnnpack")
         if delegate not in DELEGATES:
-            raise ToolkitError(f"{where}: delegate must be one of {', '.join(DELEGATES)}, not {delegate!r}")
+            raise ToolkitError(f"{where}: delegate must be one of {', '.join(DELEGATES)}, not {brief(delegate)}")
         for key in ("cooldown_c", "cooldown_timeout_s"):
             if key in prof and (isinstance(prof[key], bool) or not 0 <= prof[key] <= 10_000):
-                raise ToolkitError(f"{where}: {key} must be a number of at least 0, not {prof[key]!r}")
+                raise ToolkitError(f"{where}: {key} must be a number of at least 0, not {brief(prof[key])}")
         programs = {}
         for key in ("benchmark_model", "native_runner", "executor_runner", "onnxruntime_perf_test"):
             if prof.get(key):
@@ -98,11 +101,33 @@ class AndroidProfile:
                 if not p.is_file():
                     raise ToolkitError(f"{where}: {key} {p} does not exist on this computer (the program is pushed "
                                        "to the phone from here; docs/devices.md says where to get it)")
+                if p.stat().st_size == 0:
+                    raise ToolkitError(f"{where}: {key} {p} is an empty file, not a program")
                 programs[key] = str(p.resolve())
         return cls(kind="android", description=prof.get("description", ""), serial=serial,
-                   adb=prof.get("adb", "adb"), workdir=workdir.rstrip("/"), cores=cores.lower().removeprefix("0x"),
+                   adb=check_adb_program(prof.get("adb", "adb"), where), workdir=workdir.rstrip("/"),
+                   cores=cores.lower().removeprefix("0x"),
                    cooldown_c=float(prof.get("cooldown_c", 45.0)),
                    cooldown_timeout_s=float(prof.get("cooldown_timeout_s", 180.0)), delegate=delegate, **programs)
+
+
+def check_adb_program(adb: str, where: str) -> str:
+    """The profile's `adb`: a program name (looked up on PATH when it runs) or the path of an executable file."""
+    if not adb or adb != adb.strip() or any(c in adb for c in "\n\r\x00"):
+        raise ToolkitError(f"{where}: adb must be the adb program's name or path, not {brief(adb)}")
+    if "/" in adb:
+        p = Path(adb).expanduser()
+        if not p.is_file() or not os.access(p, os.X_OK):
+            what = "a directory" if p.is_dir() else "not executable" if p.is_file() else "not there"
+            raise ToolkitError(f"{where}: adb {p} is {what}: set adb to the adb program (apt install adb)")
+        return str(p)
+    return adb
+
+
+class AdbTimeout(AdbError):
+    """adb did not come back in time (the program on the phone may still be running: it is killed)."""
+
+    stage = "timeout"
 
 
 class Adb:
@@ -119,7 +144,10 @@ class Adb:
             raise AdbError(f"device {self.device}: no `{self.binary}` program on this computer; install adb "
                            "(apt install adb) or set `adb` in the profile") from None
         except subprocess.TimeoutExpired:
-            raise AdbError(f"device {self.device}: adb {args[0]} did not finish within {timeout:g} s") from None
+            raise AdbTimeout(f"device {self.device}: adb {args[0]} did not finish within {timeout:g} s") from None
+        except (OSError, ValueError) as exc:  # a directory, no execute permission, a NUL byte in an argument
+            raise AdbError(f"device {self.device}: cannot run `{self.binary}`: "
+                           f"{getattr(exc, 'strerror', None) or exc}") from None
         err = proc.stderr.decode(errors="replace")
         try:
             check_adb(err, proc.returncode, self.serial)
@@ -128,8 +156,10 @@ class Adb:
         return proc.stdout.decode(errors="replace")
 
     def shell(self, command: str, *, timeout: float = 60.0) -> tuple[str, int]:
-        """(output, exit status) of one shell command on the phone (already quoted word by word)."""
-        return shell_status(self.run(["shell", f"{command}; echo RC=$?"], timeout=timeout))
+        """(output, exit status) of one shell command on the phone (already quoted word by word). The status is
+        printed on a line of its own after a newline of ours, so output without a final newline keeps it apart
+        (devices/adb_parse.shell_status takes the newline off again)."""
+        return shell_status(self.run(["shell", f"{command}; rc=$?; echo; echo RC=$rc"], timeout=timeout))
 
     def push(self, local: str, remote: str, *, timeout: float = 600.0) -> None:
         self.run(["push", local, remote], timeout=timeout)
@@ -163,8 +193,10 @@ class AndroidDevice(OneBurst):
         return out
 
     def props(self) -> dict[str, str]:
+        """The phone's properties (`getprop`): its own words, kept as text (at most 100 characters a value; every
+        writer escapes them, models/escape.py)."""
         if self._props is None:
-            self._props = parse_getprop(self._sh(["getprop"], "getprop"))
+            self._props = {k: v[:100] for k, v in parse_getprop(self._sh(["getprop"], "getprop")).items()}
         return self._props
 
     def _core_listing(self) -> str:
@@ -209,7 +241,7 @@ class AndroidDevice(OneBurst):
         temps = []
         for line in out.splitlines():
             parts = line.split()
-            if len(parts) == 2 and parts[1].lstrip("-").isdigit() and "cpu" in parts[0].lower():
+            if len(parts) == 2 and re.fullmatch(r"-?[0-9]{1,7}", parts[1]) and "cpu" in parts[0].lower():
                 temps.append(int(parts[1]) / 1000)
         return {"status": None, "cpu_c": max(temps) if temps else None, "source": "thermal_zone"}
 
@@ -319,8 +351,8 @@ class AndroidDevice(OneBurst):
         if tool == "native":
             return [program, "--model", model, "--threads", str(threads), "--warmup", str(warmup), "--iters",
                     str(iters)]
-        if tool == "executor_runner":  # no warm-up flag: warm-up + timed runs in one process, the first dropped
-            return [program, f"--model_path={model}", f"--num_executions={warmup + iters}",
+        if tool == "executor_runner":  # no warm-up flag: warm-up + timed runs in one process; the first is cold
+            return [program, f"--model_path={model}", f"--num_executions={max(warmup, 1) + iters}",
                     f"--cpu_threads={threads}"]
         if tool == "onnxruntime_perf_test":  # one warm-up run is always made; -m is the test mode
             ep = {"xnnpack": "xnnpack", "gpu": "cpu", "nnapi": "nnapi"}[d]
@@ -333,14 +365,22 @@ class AndroidDevice(OneBurst):
 
         argv = self.command(tool, program_remote, model_remote, threads=threads, warmup=warmup, iters=iters)
         mask, _ = self.mask()
-        words = (["taskset", mask] if mask else []) + argv
-        out = self._sh(f"cd {shlex.quote(self._run_dir())} && {_quote(words)} 2>&1", f"{tool}", timeout=timeout)
+        run_dir = self._run_dir()
+        pidfile = f"{run_dir}/program.pid"
+        # The program writes its pid where a timeout can find it (`exec` keeps the pid): adb going away does not
+        # end a program on the phone, so a hung one is killed there, not left heating the phone under the next cells.
+        words = ["sh", "-c", 'echo $$ > "$0" && exec "$@"', pidfile, *(["taskset", mask] if mask else []), *argv]
+        try:
+            out = self._sh(f"cd {shlex.quote(run_dir)} && {_quote(words)} 2>&1", f"{tool}", timeout=timeout)
+        except AdbTimeout:
+            self._kill(pidfile)
+            raise
         if tool == "executor_runner":
             r = parse(out, tool)
-            samples = (r.samples_ms or [])[warmup:]
+            samples = (r.samples_ms or [])[max(warmup, 1) - 1:]  # the cold first execution is not a sample
             if len(samples) != iters:
-                raise ToolkitError(f"device {self.name}: executor_runner gave {len(r.samples_ms or [])} iterations, "
-                                   f"expected {warmup + iters}")
+                raise ToolkitError(f"device {self.name}: executor_runner gave {len(r.samples_ms or []) + 1} "
+                                   f"iterations, expected {max(warmup, 1) + iters}")
             return r, samples
         r = parse(out, tool, expected=iters)
         if r.raw_samples and r.samples_ms:
@@ -349,6 +389,18 @@ class AndroidDevice(OneBurst):
         if agg is None:
             raise ToolkitError(f"device {self.name}: {tool} printed no median or mean")
         return r, [agg]  # one aggregate per chunk, stored with raw_samples = false
+
+    def _said(self, error: str) -> str:
+        """A member's error (run_in_chunks: "Type: message") as one line naming this device once."""
+        text = error.split(": ", 1)[-1]
+        return text if text.startswith(f"device {self.name}: ") else f"device {self.name}: {text}"
+
+    def _kill(self, pidfile: str) -> None:
+        """Kill the program of a chunk that timed out, on the phone (best effort: the phone may be gone too)."""
+        try:
+            self.adb.shell(f"kill -9 \"$(cat {shlex.quote(pidfile)})\"", timeout=20)
+        except AdbError:
+            pass
 
     def run_group(self, artifacts: list[Any], *, rounds: int, per_round: int, warmup: int, switch_warmup: int,
                   threads: int, timeout: float, seed: int, first_round: int = 0,
@@ -401,7 +453,7 @@ class AndroidDevice(OneBurst):
         except AdbError as exc:
             raise MeasureError(str(exc), "transport" if _gone(exc) else "run") from None
         if recs and all(r["error"] and any(g in r["error"] for g in _GONE) for r in recs):
-            raise MeasureError(recs[0]["error"].split(": ", 1)[-1], "transport")
+            raise MeasureError(self._said(recs[0]["error"]), "transport")
         mask, how = self.mask()
         state = {"temperature_before_c": before.get("cpu_c"), "temperature_after_c": after.get("cpu_c"),
                  "thermal_status_before": before.get("status"), "thermal_status_after": after.get("status"),
@@ -415,7 +467,7 @@ class AndroidDevice(OneBurst):
                 continue
             m, rec = next(it)
             if rec["error"]:
-                out.append(MeasureError(f"device {self.name}: {rec['error'].split(': ', 1)[-1]}", "run"))
+                out.append(MeasureError(self._said(rec["error"]), rec.get("stage") or "run"))
                 continue
             r = m["parsed"]
             out.append(Measurement(

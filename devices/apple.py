@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from models.common import brief
 from models.errors import ToolkitError
 
 COMPUTE_UNITS = ("CPU_ONLY", "CPU_AND_GPU", "CPU_AND_NE", "ALL")
@@ -22,7 +23,7 @@ def check_units(units: Sequence[str], where: str) -> list[str]:
     out = []
     for u in units:
         if u not in COMPUTE_UNITS:
-            raise ToolkitError(f"{where}: unknown Core ML compute units {u!r}; valid: {', '.join(COMPUTE_UNITS)}")
+            raise ToolkitError(f"{where}: unknown Core ML compute units {brief(u)}; valid: {', '.join(COMPUTE_UNITS)}")
         out.append(u)
     if not out:
         raise ToolkitError(f"{where}: compute_units is empty; valid: {', '.join(COMPUTE_UNITS)}")

@@ -26,6 +26,7 @@ from typing import Any
 
 from devices.base import Kind, MeasureError, Measurement, OneBurst
 from devices.subproc import Worker, WorkerError
+from models.common import brief
 from models.errors import ToolkitError
 
 
@@ -53,17 +54,17 @@ class HostProfile:
         valid = [f.name for f in fields(cls)]
         for key in prof:
             if key not in valid:
-                raise ToolkitError(f"{where}: unknown key {key!r}; valid keys: {', '.join(valid)}")
+                raise ToolkitError(f"{where}: unknown key {brief(key)}; valid keys: {', '.join(valid)}")
         for key, typ, what in (("kind", str, "a string"), ("description", str, "a string"),
                                ("pin", bool, "true or false"), ("runner", str, "a string"),
                                ("native_runner", str, "a path (a string)")):
             if key in prof and not isinstance(prof[key], typ):
-                raise ToolkitError(f"{where}: {key} must be {what}, not {prof[key]!r}")
+                raise ToolkitError(f"{where}: {key} must be {what}, not {brief(prof[key])}")
         cpus = prof.get("cpus")
         if cpus is not None:
             if (not isinstance(cpus, list) or not cpus
                     or not all(type(c) is int and not isinstance(c, bool) for c in cpus)):
-                raise ToolkitError(f"{where}: cpus must be a list of core numbers, e.g. cpus = [1], not {cpus!r}")
+                raise ToolkitError(f"{where}: cpus must be a list of core numbers, e.g. cpus = [1], not {brief(cpus)}")
             allowed = allowed_cpus()
             bad = sorted(set(cpus) - set(allowed))
             if bad:
@@ -76,9 +77,9 @@ class HostProfile:
             cpus = tuple(cpus)
         runner = prof.get("runner", "python")
         if runner not in RUNNERS:
-            raise ToolkitError(f"{where}: runner must be one of {', '.join(RUNNERS)}, not {runner!r}")
+            raise ToolkitError(f"{where}: runner must be one of {', '.join(RUNNERS)}, not {brief(runner)}")
         if "native_runner" in prof and runner != "native":
-            raise ToolkitError(f"{where}: native_runner is set but runner is {runner!r}, not \"native\"")
+            raise ToolkitError(f"{where}: native_runner is set but runner is {brief(runner)}, not \"native\"")
         return cls(kind=prof.get("kind", "host"), description=prof.get("description", ""),
                    pin=prof.get("pin", True), cpus=cpus, runner=runner, native_runner=prof.get("native_runner"))
 

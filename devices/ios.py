@@ -29,11 +29,12 @@ from typing import Any
 from devices.apple import COMPUTE_UNITS, check_units
 from devices.base import Kind, MeasureError, Measurement, OneBurst
 from devices.remote import check_keys
+from models.common import brief
 from models.errors import ToolkitError
 
 TEMPLATE = Path(__file__).resolve().parent / "ios_template"
-_UDID = re.compile(r"^[0-9A-Fa-f-]{20,64}$")
-_TEAM = re.compile(r"^[A-Z0-9]{10}$")
+_UDID = re.compile(r"[0-9A-Fa-f-]{20,64}")  # whole values only (fullmatch: `$` would let a final newline in)
+_TEAM = re.compile(r"[A-Z0-9]{10}")
 SWIFT_UNITS = {"CPU_ONLY": "cpuOnly", "CPU_AND_GPU": "cpuAndGPU", "CPU_AND_NE": "cpuAndNeuralEngine", "ALL": "all"}
 
 
@@ -51,11 +52,11 @@ class IosProfile:
     @classmethod
     def parse(cls, prof: dict[str, Any], where: str) -> IosProfile:
         check_keys(prof, where, cls.KEYS, required=("mac", "udid", "team_id"))
-        if not _UDID.match(prof["udid"]):
-            raise ToolkitError(f"{where}: udid {prof['udid']!r} is not a device identifier (`xcrun devicectl list "
+        if not _UDID.fullmatch(prof["udid"]):
+            raise ToolkitError(f"{where}: udid {brief(prof['udid'])} is not a device identifier (`xcrun devicectl list "
                                "devices` on the Mac lists them)")
-        if not _TEAM.match(prof["team_id"]):
-            raise ToolkitError(f"{where}: team_id {prof['team_id']!r} is not an Apple development team id (10 "
+        if not _TEAM.fullmatch(prof["team_id"]):
+            raise ToolkitError(f"{where}: team_id {brief(prof['team_id'])} is not an Apple development team id (10 "
                                "capital letters and digits)")
         units = prof.get("compute_units", ["ALL"])
         return cls(kind="ios", description=prof.get("description", ""), mac=prof["mac"], udid=prof["udid"],

@@ -35,11 +35,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from models.common import ROOT
+from models.common import ROOT, brief
 from models.errors import ToolkitError
 
 SOURCE_PACKAGES = ("models", "export", "devices")  # what the worker imports (it never imports torch)
-_SAFE_HOST = re.compile(r"^[A-Za-z0-9_.:%\[\]@-]+$")
+_SAFE_HOST = re.compile(r"[A-Za-z0-9_.:%\[\]@-]{1,255}")  # whole values only (fullmatch)
+_USER = re.compile(r"[A-Za-z0-9_.][A-Za-z0-9_.-]{0,63}")
 
 
 class RemoteError(ToolkitError):
@@ -83,7 +84,7 @@ def check_keys(prof: dict[str, Any], where: str, types: dict[str, type], require
     """Unknown keys and wrong types, one line each naming the key, the profile and the file."""
     for key in prof:
         if key not in types:
-            raise ToolkitError(f"{where}: unknown key {key!r}; valid keys: {', '.join(types)}")
+            raise ToolkitError(f"{where}: unknown key {brief(key)}; valid keys: {', '.join(types)}")
     for key in required:
         if key not in prof:
             raise ToolkitError(f"{where}: missing key {key!r}")
@@ -93,16 +94,16 @@ def check_keys(prof: dict[str, Any], where: str, types: dict[str, type], require
             v = prof[key]
             ok = isinstance(v, typ) and not (typ is not bool and isinstance(v, bool))
             if not ok:
-                raise ToolkitError(f"{where}: {key} must be {names.get(typ, 'of another type')}, not {v!r}")
+                raise ToolkitError(f"{where}: {key} must be {names.get(typ, 'of another type')}, not {brief(v)}")
 
 
 def parse_ssh_keys(prof: dict[str, Any], where: str) -> SshKeys:
     host = prof["host"]
-    if not host or not _SAFE_HOST.match(host) or host.startswith("-"):
-        raise ToolkitError(f"{where}: host {host!r} is not a host name or address")
+    if not host or not _SAFE_HOST.fullmatch(host) or host.startswith("-"):
+        raise ToolkitError(f"{where}: host {brief(host)} is not a host name or address")
     user = prof.get("user")
-    if user is not None and (not re.match(r"^[A-Za-z0-9_.][A-Za-z0-9_.-]*$", user)):
-        raise ToolkitError(f"{where}: user {user!r} is not a user name")
+    if user is not None and not _USER.fullmatch(user):
+        raise ToolkitError(f"{where}: user {brief(user)} is not a user name")
     port = prof.get("port", 22)
     if not 1 <= port <= 65535:
         raise ToolkitError(f"{where}: port must be 1-65535, not {port}")

@@ -67,9 +67,10 @@ def run_in_chunks(artifacts: Sequence[Any], the_plan: RoundPlan,
     `chunk(artifact, iterations, warmup)` returns (wall samples ms, CPU samples ms, or [] where unknown) of one
     chunk; `cooldown(round)` runs before every round after the first (a phone waits for its CPU to cool there).
     Returns one record per member: samples_ms, cpu_samples_ms, rounds (the round of each sample), error (None, or
-    the first exception's text: a member that failed once is not run again; the others go on).
+    the first exception's text: a member that failed once is not run again; the others go on) and stage (the
+    exception's `stage` attribute, e.g. "timeout", where it has one).
     """
-    out = [{"samples_ms": [], "cpu_samples_ms": [], "rounds": [], "error": None} for _ in artifacts]
+    out = [{"samples_ms": [], "cpu_samples_ms": [], "rounds": [], "error": None, "stage": None} for _ in artifacts]
     last_round = None
     for rnd, i in the_plan.chunks():
         if rnd != last_round and last_round is not None and cooldown is not None:
@@ -82,6 +83,7 @@ def run_in_chunks(artifacts: Sequence[Any], the_plan: RoundPlan,
             wall, cpu = chunk(artifacts[i], the_plan.per_round, the_plan.switch_warmup)
         except Exception as exc:  # noqa: BLE001 - one member's failure is that member's error
             rec["error"] = f"{type(exc).__name__}: {exc}"
+            rec["stage"] = getattr(exc, "stage", None)
             continue
         rec["samples_ms"] += list(wall)
         rec["cpu_samples_ms"] += list(cpu)

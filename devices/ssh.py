@@ -42,6 +42,7 @@ from devices.remote import (
     tar_dir,
 )
 from devices.subproc import Worker, WorkerError
+from models.common import brief
 from models.errors import ToolkitError
 
 DEFAULT_WORKDIR = "~/.cache/mobile-deploy-toolkit"
@@ -83,7 +84,7 @@ class SshProfile:
 
 def check_workdir(path: str, where: str) -> str:
     if not (path.startswith("/") or path == "~" or path.startswith("~/")) or "\x00" in path or "\n" in path:
-        raise ToolkitError(f"{where}: workdir must be an absolute path or start with ~/, not {path!r}")
+        raise ToolkitError(f"{where}: workdir must be an absolute path or start with ~/, not {brief(path)}")
     return path.rstrip("/") or "/"
 
 

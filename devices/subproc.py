@@ -102,7 +102,15 @@ class Worker:
                     raise self._died()
                 self._buf += chunk
         line, _, self._buf = self._buf.partition(b"\n")
-        return json.loads(line)
+        try:  # a board's worker is another machine's program: what it answers is data, checked like any
+            reply = json.loads(line)
+        except (ValueError, RecursionError):
+            reply = None
+        if not isinstance(reply, dict):
+            self.kill()
+            raise WorkerError(f"{self.label} answered with a line that is not a reply ({line[:60]!r}); killed",
+                              "crash")
+        return reply
 
     def _died(self) -> WorkerError:
         proc = self._proc

@@ -38,11 +38,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--force", action="store_true", help="re-export even if a cached artifact matches")
     ap.add_argument("--dynamic", action="store_true",
                     help="symbolic height/width instead of a fixed shape (onnx only; parity checked at two sizes)")
+    ap.add_argument("--optimize", nargs="?", const="on", default="off", metavar="on|off",
+                    help="also write the optimized artifact beside the plain one (<leaf>-opt/): the family's export "
+                         "form and the format's graph tools, checked against PyTorch and against the plain artifact "
+                         "(`--optimize` = on; make export OPTIMIZE=1)")
     args = ap.parse_args(argv)
 
     from models.__main__ import model_and_overrides
 
     model, overrides = model_and_overrides(args.model, args.set)
+    if args.optimize not in ("on", "off", "1", "0"):
+        raise ToolkitError(f"--optimize takes on or off (or 1, 0), not {args.optimize!r}")
 
     fmts = list(FORMATS) if args.format == "all" else [f.strip() for f in args.format.split(",") if f.strip()]
     if not fmts:
@@ -56,14 +62,15 @@ def main(argv: list[str] | None = None) -> int:
 
     failed = 0
     for f in fmts:
-        try:
-            art = ex.export(model, f, args.res, precision=args.precision, converter=args.converter,
-                            checkpoint=args.checkpoint, overrides=overrides, out=args.out,
-                            seed=args.seed, force=args.force, dynamic=args.dynamic)
-        except ex.ExportFailed as exc:
-            art = exc.artifact
-            failed += 1
-        _report(art)
+        for optimize in (False, True) if args.optimize in ("on", "1") else (False,):
+            try:
+                art = ex.export(model, f, args.res, precision=args.precision, converter=args.converter,
+                                checkpoint=args.checkpoint, overrides=overrides, out=args.out, seed=args.seed,
+                                force=args.force, dynamic=args.dynamic, optimize=optimize)
+            except ex.ExportFailed as exc:
+                art = exc.artifact
+                failed += 1
+            _report(art)
     if failed:
         raise ToolkitError(f"{failed} artifact(s) failed the parity check (kept, marked failed in manifest.json)")
     return 0
@@ -75,8 +82,12 @@ def _report(art) -> None:
     m = art.manifest
     how = "cached" if art.cached else f"{m['export_seconds']:.1f}s"
     size = m["file_bytes"] / 1e6
-    print(f"{m['format']:<10} {m['converter']:<12} {m['precision']}  {size:6.1f} MB  {how:>7}  "
-          f"{summary(m['parity'])}")
+    print(f"{m['format']:<10} {m['converter']:<12} {m['precision']}{' opt' if m.get('optimized') else ''}  "
+          f"{size:6.1f} MB  {how:>7}  {summary(m['parity'])}")
+    if m.get("optimized"):
+        from export.optimize import describe
+
+        print(f"           {describe(m)}")
     print(f"           {art.file}")
 
 

@@ -235,7 +235,8 @@ def _prepare_out(out: Path) -> None:
 # --------------------------------------------------------------------------------------------- the pipeline
 def export(model: str, fmt: str, resolution: Any = 224, *, precision: str = "fp32", converter: str | None = None,
            checkpoint: str | Path | None = None, overrides: dict[str, Any] | None = None, out: str | Path | None = None,
-           seed: int = DEFAULT_SEED, parity: bool = True, force: bool = False, dynamic: bool = False) -> Artifact:
+           seed: int = DEFAULT_SEED, parity: bool = True, force: bool = False, dynamic: bool = False,
+           optimize: bool = False) -> Artifact:
     """Export a registered model to one format at one static resolution, verify it, and write its manifest.
 
     Args:
@@ -251,6 +252,8 @@ def export(model: str, fmt: str, resolution: Any = 224, *, precision: str = "fp3
         force: re-export even when a cached artifact matches.
         dynamic: symbolic H and W (formats with FormatSpec.dynamic only); parity is then also checked at a
             second resolution, because a graph can silently bake in shape-dependent choices (a baseline does).
+        optimize: the optimized artifact beside the plain one (export/optimize.py): the family's export form and
+            the format's graph tools, checked against PyTorch and against the plain artifact (exported first).
     """
     spec = format_spec(fmt)
     conv = spec.converter(converter)
@@ -271,10 +274,16 @@ def export(model: str, fmt: str, resolution: Any = 224, *, precision: str = "fp3
         weights = {"seed": int(seed)}
     out_root = Path(out) if out is not None else DEFAULT_OUT
     final = artifact_dir(out_root, model, ov, res, spec, conv.name, precision, dynamic)
+    if optimize:
+        from export import optimize as opt
+
+        final = final.with_name(final.name + opt.SUFFIX)
     key_fields = {"model": model, "overrides": ov, "weights": {k: v for k, v in weights.items() if k != "checkpoint"},
                   "resolution": list(res), "format": fmt, "converter": conv.name, "converter_versions": versions,
                   "precision": precision, "parity": parity, "dynamic": dynamic,
                   "code": code_hash(*sorted({conv.module, spec.module, *conv.depends}))}
+    if optimize:  # only then, so the keys of plain artifacts stay what they were
+        key_fields.update(optimize=opt.VERSION, code_optimize=code_hash("optimize"))
     cache_key = hashlib.sha256(json.dumps(key_fields, sort_keys=True).encode()).hexdigest()[:24]
 
     if final.exists() or final.is_symlink():
@@ -291,6 +300,10 @@ def export(model: str, fmt: str, resolution: Any = 224, *, precision: str = "fp3
                 return _raise_if_failed(Artifact(final, final / cached["file"], cached, cached=True))
 
     _prepare_out(out_root)
+    plain_art = None
+    if optimize:  # the reference it is checked against, exported (or found cached) first
+        plain_art = export(model, fmt, res, precision=precision, converter=converter, checkpoint=checkpoint,
+                           overrides=ov, out=out_root, seed=seed, parity=parity, dynamic=dynamic)
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -308,8 +321,10 @@ def export(model: str, fmt: str, resolution: Any = 224, *, precision: str = "fp3
         model_key = (model, tuple(sorted(ov.items())), json.dumps(weights, sort_keys=True))
         stem = f"{model}_{models.format_resolution(res)}_{fmt}" + (
             "" if conv.name == spec.default_converter else f"_{conv.name.replace('-', '_')}") + f"_{precision}"
-        job = Job(model, net, res, precision, conv.name, tmp, stem, {},
-                  functools.partial(capture, model_key, net, res), dynamic=dynamic)
+        form, steps = (opt.model_form(model, net, fmt) if optimize else (net, []))
+        form_key = (*model_key, "optimized", fmt) if form is not net else model_key
+        job = Job(model, form, res, precision, conv.name, tmp, stem, {"optimize": True} if optimize else {},
+                  functools.partial(capture, form_key, form, res), dynamic=dynamic)
         module = importlib.import_module(f"export.{conv.module}")
         try:
             converted: Converted = module.convert(job)
@@ -319,6 +334,8 @@ def export(model: str, fmt: str, resolution: Any = 224, *, precision: str = "fp3
             msg = " ".join(str(exc).split())[:300] or type(exc).__name__
             raise ToolkitError(f"{conv.name} failed to convert {model} at {models.format_resolution(res)} "
                                f"to {fmt}: {type(exc).__name__}: {msg}") from None
+        if optimize:
+            steps += opt.post_convert(fmt, converted)
         export_seconds = time.perf_counter() - t0
         info = models.info(model, res, **ov)
         hw = (f"height {info.min_resolution}..{models.MAX_RESOLUTION}", f"width {info.min_resolution}.."
@@ -333,6 +350,11 @@ def export(model: str, fmt: str, resolution: Any = 224, *, precision: str = "fp3
             export_seconds=round(export_seconds, 3), cache_key=cache_key,
             created=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"), toolkit_commit=git_commit(),
             host=platform.platform(), details=converted.details)
+        record.graph = _graph_counts(fmt, converted)
+        if optimize:
+            record.optimized = True
+            record.optimization = {"steps": steps, "plain": opt.counts_of(plain_art.manifest),
+                                   "plain_artifact": str(plain_art.dir)}
         art = Artifact(tmp, tmp / converted.file.name, record.to_json())
         if parity:
             from export import parity as parity_mod
@@ -340,6 +362,8 @@ def export(model: str, fmt: str, resolution: Any = 224, *, precision: str = "fp3
             reason = importlib.import_module(f"export.{spec.module}").runs_here()
             record.parity = Parity.from_json(parity_mod.check(art.manifest, net, lambda: load(art, threads=None),
                                                               reason))
+            if optimize and record.parity.verdict == "passed":
+                _check_vs_plain(record, art, net, plain_art)
         else:
             record.parity = Parity("not run: parity switched off")
         record.status = "failed" if record.parity.verdict == "failed" else "ok"
@@ -355,6 +379,24 @@ def export(model: str, fmt: str, resolution: Any = 224, *, precision: str = "fp3
     finally:
         lock.__exit__(None, None, None)
     return _raise_if_failed(Artifact(final, final / converted.file.name, manifest))
+
+
+def _graph_counts(fmt: str, converted: Converted) -> dict[str, Any]:
+    from export.optimize import graph_counts
+
+    return graph_counts(fmt, converted.file, converted.details, tree_size(converted.file))
+
+
+def _check_vs_plain(record: Manifest, art: Artifact, net: Any, plain_art: Artifact) -> None:
+    """An optimized artifact must compute what the plain one computes (export/optimize.py, VS_PLAIN_MAX_REL)."""
+    from export.optimize import versus_plain
+
+    vs = versus_plain(art.manifest, net, plain_art.manifest, lambda: load(plain_art, threads=None),
+                      lambda: load(art, threads=None))
+    record.parity.vs_plain = vs
+    if vs["verdict"] == "failed":
+        record.parity.verdict = "failed"
+        record.parity.reason = vs["reason"]
 
 
 def _say(text: str) -> None:

@@ -15,7 +15,8 @@ from export.spec import FormatSpec
 from models.errors import ToolkitError
 
 # the pipeline's own modules (they declare no format, and some import this one)
-_NOT_FORMATS = {"__init__", "__main__", "core", "formats", "hostlock", "manifest", "matrix", "parity", "spec"}
+_NOT_FORMATS = {"__init__", "__main__", "core", "formats", "hostlock", "manifest", "matrix", "parity", "spec",
+                "optimize"}
 
 
 def _discover() -> dict[str, FormatSpec]:

@@ -38,6 +38,7 @@ class Parity:
     images_alt: dict[str, float] | None = None
     alt_resolution: list[int] | None = None
     reason: str | None = None
+    vs_plain: dict[str, Any] | None = None  # an optimized artifact against the plain one (export/optimize.py)
 
     def worst(self) -> dict[str, float | None]:
         """The worst figures over every input set checked: the one place they are combined."""
@@ -86,6 +87,9 @@ class Manifest:
     parity: Parity = field(default_factory=lambda: Parity("unknown"))
     status: str = "unknown"
     details: dict[str, Any] = field(default_factory=dict)  # the converter's own figures
+    graph: dict[str, Any] = field(default_factory=dict)  # node counts, delegated ops, bytes (export/optimize.py)
+    optimized: bool = False  # `--optimize`: the export form and graph tools (export/optimize.py)
+    optimization: dict[str, Any] = field(default_factory=dict)  # its steps, and the plain artifact's graph
 
     def to_json(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}

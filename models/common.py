@@ -41,6 +41,12 @@ def check_name(value: str, what: str) -> str:
     return value
 
 
+def brief(value: object, limit: int = 60) -> str:
+    """repr(value) cut to `limit` characters: a value someone else wrote, quoted in a one-line error."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def inside(path: str | Path, root: str | Path, what: str) -> Path:
     """`path` resolved, after proving it lies strictly inside `root` (both resolved, symlinks followed)."""
     root_r = Path(root).resolve()
@@ -164,19 +170,31 @@ def replace_dir(tmp: Path, final: Path) -> None:
 
 # --------------------------------------------------------------------------------------------- tables
 def markdown_table(head: list[str], rows: list[list]) -> str:
-    """The one Markdown table writer: a header row, the separator, one line per row (a "|" in a cell becomes "/")."""
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    return "\n".join(lines + ["| " + " | ".join(str(c).replace("|", "/") for c in r) + " |" for r in rows])
+    """The one Markdown table writer: a header row, the separator, one line per row. Every cell is text, escaped
+    (models/escape.py), except cells that are Markdown already (`escape.Markdown`: the toolkit's own marks, a code
+    span); a "|" in those is escaped too, so no cell can split the table or start a line of its own."""
+    from models.escape import Markdown, escape
+
+    def cell(c) -> str:
+        if isinstance(c, Markdown):
+            return re.sub(r"(?<!\\)\|", r"\\|", c).replace("\n", " ")
+        return escape(c, "markdown")
+
+    lines = ["| " + " | ".join(map(cell, head)) + " |", "|" + "---|" * len(head)]
+    return "\n".join(lines + ["| " + " | ".join(map(cell, r)) + " |" for r in rows])
 
 
 def print_table(head: list[str], rows: list[list], *, title: str | None = None) -> None:
     """A table on the terminal (rich): aligned columns, no colour codes when the output is not a terminal."""
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
+
+    from models.escape import escape
 
     t = Table(title=title, box=None, pad_edge=False, header_style="bold", highlight=False)
     for h in head:
         t.add_column(h, overflow="fold")  # wrap a long cell, never cut it
-    for r in rows:
-        t.add_row(*(str(c) for c in r))
+    for r in rows:  # cells are text: no console markup, no control characters (models/escape.py)
+        t.add_row(*(Text(escape(c, "terminal")) for c in r))
     Console(highlight=False, soft_wrap=True, width=max(120, Console().width)).print(t)

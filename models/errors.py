@@ -29,7 +29,9 @@ def cli_main(main: Callable[[list[str] | None], int | None], prog: str, argv: li
     try:
         return int(main(argv) or 0)
     except ToolkitError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
+        from models.escape import escape  # the message may quote a file name or a device's output: one line
+
+        print(f"{prog}: error: {escape(str(exc), 'terminal')}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)

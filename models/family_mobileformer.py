@@ -29,7 +29,14 @@ FAMILY = FamilySpec(
         what_if_text="dynamic-ReLU coefficients from the block's input tokens instead of the tokens after its "
                      "Former (not in the paper, never trained: its accuracy is unknown)",
         source="Chen et al., CVPR 2022, ablation tables (Mobile-Former-294M), as summarised in ../shared/seeds"),
+    export_form=lambda model, fmt: _export_form(model, fmt),
 )
+
+
+def _export_form(model, fmt: str):
+    from models.mobileformer_fast import export_form
+
+    return export_form(model, fmt)
 
 
 def _build(cfg: MobileFormerCfg, **overrides):

@@ -17,7 +17,7 @@ from models.spec import IMAGENET_MEAN, IMAGENET_STD, FamilySpec, ModelSpec
 
 FAMILY = FamilySpec(name="roofline", display="peak GEMM probe", role="probe",
                     paper="(instrument) a large single-input fp32 GEMM as 1x1 convolutions",
-                    components={"GemmProbe": "GEMM"})
+                    components={"GemmProbe": "GEMM"}, measures="peak")
 
 # name -> (channels, side of the crop, GEMM layers)
 VARIANTS: dict[str, tuple[int, int, int]] = {"roofline_gemm512": (512, 48, 2)}

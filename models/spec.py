@@ -59,6 +59,7 @@ class FamilySpec:
     components: module class name (as the ONNX exporter records it) -> the component its kernels count towards;
         the deepest matching class of a node decides.
     block_rest: for a block class, the component of work done in the block itself (no deeper class matched).
+    export_form, measures: see the fields.
     """
 
     name: str
@@ -68,6 +69,11 @@ class FamilySpec:
     components: Mapping[str, str] = field(default_factory=dict)
     block_rest: Mapping[str, str] = field(default_factory=dict)
     ablations: Ablations | None = None  # how bench why decomposes the family by difference (None: profile only)
+    # `export --optimize`: (eval model, format) -> a module computing the same function with fewer, larger ops
+    # (None: the family has no rewrite of its own; its optimized artifacts get the graph tools only)
+    export_form: Callable[[Any, str], Any] | None = None
+    # a probe's instrument: "peak" (the multiply-add peak) or "per_node" (a runtime's cost per graph node)
+    measures: str = ""
 
     def __post_init__(self):
         if self.role not in ROLES:

@@ -41,7 +41,7 @@ def test_android_profiles_are_checked(tmp_path):
     from models.errors import ToolkitError
 
     prog = tmp_path / "benchmark_model"
-    prog.write_text("")
+    prog.write_text("#!/bin/sh\n")  # pushed to the phone, never run here (an empty file is refused)
     for keys, expect in [({}, "missing key 'serial'"), ({"serial": "a b"}, "is not an adb serial"),
                          ({"serial": "x", "cores": "little"}, "cores must be"),
                          ({"serial": "x", "delegate": "npu"}, "delegate must be one of"),

@@ -183,7 +183,7 @@ def test_rendered_answer_matches_the_report(tmp_path):
     rendered = report.render_report(store, "r1", tmp_path / "reports")
     assert rendered.path == tmp_path / "reports" / "r1"
     # a run without ablation cells gets no why section (bench/why_report.py FILES)
-    assert {p.name for p in rendered.path.iterdir()} == report.REPORT_FILES - why_report.FILES
+    assert {p.name for p in rendered.path.iterdir()} == report.REPORT_FILES - why_report.FILES - {"optimized.csv"}
     md = (rendered.path / "report.md").read_text()
     section = md.partition("## The answer")[2].split("\n## ", 1)[0]
     assert rendered.answer == [ln.replace("**", "") for ln in section.splitlines() if ln.startswith("- ")]

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 from _system import need_program
-from conftest import MF, RES, SMALL, wait_for_first_pass
+from conftest import MF, RES, SMALL
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -277,16 +277,31 @@ def test_sweep_through_the_board_matches_the_host(board, tmp_path, artifacts):
     assert "report:" in out
 
 
+def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 600) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, f"{path} did not appear"
+        time.sleep(0.05)
+
+
 @pytest.mark.bench
 def test_server_killed_mid_sweep_then_resumed(board, tmp_path, artifacts):
-    profiles = board.profiles(tmp_path / "p.toml")
+    """The board drops off after answering the sweep's first measuring request, and never before the test says so:
+    a gate in front of its Python (tests/board_gate.py) holds the second answer back until the server is killed,
+    so the sweep is in the same state on a quiet or a busy machine (deterministic: no kill that races the sweep)."""
+    from board_gate import configure, make_gate
+
+    gate = make_gate(tmp_path / "gate", sys.executable, hold_after=1)
+    profiles = board.profiles(tmp_path / "p.toml", python=str(gate))
     args = ["run", "--device", "board", "--models", f"{SMALL},{MF}", "--formats", "onnx", "--res",
             ",".join(map(str, RES)), "--threads", "1,2", "--rounds", "6", "--per-round", "40", "--passes", "3",
             "--max-rounds", "6", "--warmup", "2", "--profiles", str(profiles)]
     proc = _bench(*args, tmp=tmp_path, artifacts=artifacts, wait=False)
     store = tmp_path / "results.sqlite"
-    wait_for_first_pass(proc, store)
+    _wait_for(tmp_path / "gate" / "held", proc)  # one group's first pass answered; the sweep waits for the next
     board.kill()
+    configure(tmp_path / "gate", sys.executable, hold_after=None)  # back on line: the board answers everything
     out, err = proc.communicate(timeout=300)
     try:
         assert proc.returncode == 3, out + err
@@ -294,6 +309,8 @@ def test_server_killed_mid_sweep_then_resumed(board, tmp_path, artifacts):
         failed = [r for r in _rows(store) if r["status"] == "failed"]
         assert failed and all(r["stage"] == "transport" for r in failed)
         assert all("board" in r["error"] for r in failed)
+        passes = sqlite3.connect(store).execute("SELECT COUNT(*) FROM passes").fetchone()[0]
+        assert passes == 1 and len(failed) == 6, (passes, len(failed))  # 3 groups in a row could not be reached
     finally:
         board.start()
     rc, out, err = _bench(*args, "--retry-failed", tmp=tmp_path, artifacts=artifacts)

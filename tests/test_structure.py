@@ -99,7 +99,7 @@ def test_registries_find_their_entries():
     import models
 
     assert [f.name for f in models.families()] == ["mobileformer", "mobilenetv3", "mobilenetv4", "mobilevit",
-                                                     "roofline"]
+                                                     "nodechain", "roofline"]
     assert [f.role for f in models.families()].count("subject") == 1
     assert list(export.FORMATS) == ["onnx", "tflite", "executorch", "coreml"]
     assert [c.name for c in export.FORMATS["tflite"].converters] == ["litert-torch", "onnx2tf"]

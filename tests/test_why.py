@@ -219,7 +219,8 @@ def test_the_why_plan():
     from bench import sweep, why_run
 
     labels = why_run.expand_models(f"{M},mobilenetv3_large_100").split(",")
-    assert labels[0] == M and "roofline_gemm512" in labels and f"{M}:dyrelu_token=input" in labels
+    PROBES = ("roofline_gemm512", "nodechain_250", "nodechain_500")  # the peak and the per-node cost probes
+    assert labels[0] == M and set(PROBES) <= set(labels) and f"{M}:dyrelu_token=input" in labels
     args = sweep.parse_args(device="host", models_arg=",".join(labels), formats="onnx,tflite", res="128",
                             threads="1,2")
     import dataclasses
@@ -228,8 +229,8 @@ def test_the_why_plan():
     cells = args.cells()
     t2 = {(c.model_label, c.format, c.mode) for c in cells if c.threads == 2}
     assert t2 == {(lbl, f, m) for lbl in (M, f"{M}:dyrelu_token=input") for f, m in
-                  (("onnx", ""), ("onnx", "parallel"), ("tflite", ""))} | {("roofline_gemm512", f, "")
-                                                                           for f in ("onnx", "tflite")}
+                  (("onnx", ""), ("onnx", "parallel"), ("tflite", ""))} | {(p, f, "") for f in ("onnx", "tflite")
+                                                                           for p in PROBES}
     assert not any(c.mode and c.format != "onnx" for c in cells)
     assert len([c for c in cells if c.threads == 1 and not c.mode]) == len(labels) * 2
     plain = dataclasses.replace(args, modes=("",), plan="")
