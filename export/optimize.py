@@ -16,11 +16,15 @@ Two kinds of work, each recorded in the manifest (`optimized: true`, `optimizati
 
 Checks on top of the usual parity against PyTorch (the plain model, as for every artifact): the optimized artifact
 against the plain artifact of the same cell, run in the same runtime on the same inputs, within VS_PLAIN_MAX_REL of
-the plain artifact's largest logit (fp32), or, where the plain artifact itself is further than half that from
-PyTorch, within twice the plain artifact's own error against PyTorch: two float32 evaluations of one function can
-differ by the sum of their rounding errors, and the plain artifact's distance from PyTorch (itself float32) is that
+the plain artifact's largest logit (fp32), or, where the plain artifact itself is further than a quarter of that from
+PyTorch, within NOISE_MULTIPLE (4) times the plain artifact's own error against PyTorch. Two float32 evaluations of
+one function differ by their rounding errors, and the plain artifact's distance from PyTorch (itself float32) is that
 network's rounding noise at that size (1.5e-5 for Mobile-Former-294M at 128 with seeded weights, so a literal 1e-5
-would fail any rewrite, even a reordering of additions). The bound used and the floor are recorded. A miss fails
+would fail any rewrite, even a reordering of additions). Measured: optimized against plain was 0.69-0.95 times the
+plain artifact's own error on Mobile-Former-294M at 128 and 224 in all three formats, and 2.19 times on
+Mobile-Former-26M at 64 on ExecuTorch (6.4e-6 own error, 1.40e-5 against plain: the CI run that failed a bound of 2);
+a wrong rewrite (a dropped term, a swapped operand) shows at 1e-3 and above, so 4 still catches it with room.
+The bound used and the floor are recorded. A miss fails
 the export like a parity miss.
 `graph_counts` gives both graphs' node counts, the delegated ops and the file size for the manifest.
 """
@@ -36,6 +40,7 @@ from export.spec import Converted
 
 SUFFIX = "-opt"
 VS_PLAIN_MAX_REL = {"fp32": 1e-5}  # precisions not listed are recorded, not gated
+NOISE_MULTIPLE = 4  # times the plain artifact's own error against PyTorch (measured, above)
 VERSION = 1  # bump when what --optimize does changes without a code change here (part of the cache key)
 
 
@@ -146,8 +151,8 @@ def versus_plain(manifest: dict[str, Any], net: Any, plain_manifest: dict[str, A
     plain, opt = plain_load(), opt_load()
     bound = VS_PLAIN_MAX_REL.get(manifest["precision"])
     floor = P.worst(plain_manifest.get("parity"))["max_rel"]
-    if bound is not None and floor is not None and 2 * floor > bound:
-        bound = 2 * floor
+    if bound is not None and floor is not None and NOISE_MULTIPLE * floor > bound:
+        bound = NOISE_MULTIPLE * floor
     out: dict[str, Any] = {"max_rel_bound": bound, "plain_vs_pytorch_max_rel": floor}
     failures = []
     for key, (x, _) in ref["sets"].items():
