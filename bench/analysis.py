@@ -347,7 +347,8 @@ def answer(a: Analysis, strong: Callable[[str], str] = markdown_strong) -> list[
     if len(pairs) < len(a.pairs):
         items.append(f"The {len(a.pairs) - len(pairs)} comparisons of the ablation variants with the baselines are "
                      "in the ratio tables below and in ratios.csv.")
-    return items + _marks(a) + emulated_lines(a) + noise_lines(a, functools.partial(_text, strong)) + contention_lines(a)
+    return (items + _marks(a) + emulated_lines(a) + noise_lines(a, functools.partial(_text, strong))
+            + contention_lines(a))
 
 
 def emulated_lines(a: Analysis) -> list[str]:

@@ -105,7 +105,8 @@ def markdown(a: Analysis) -> str:
     rounds = (f" in {args['rounds']} interleaved rounds of {args['per_round']} (up to {args.get('max_rounds')} "
               f"where intervals stayed wide), {args.get('switch_warmup')} untimed per switch"
               if args.get("rounds", 1) > 1 else " in one burst" if "rounds" in args else "")
-    where = (f"{t(env.get('cpu_model', '?'))}{' emulated by qemu-user' if env.get('emulated') else ''}, {t(env.get('cores', '?'))} cores, {t(env.get('os', '?'))}; "
+    emu = " emulated by qemu-user" if env.get("emulated") else ""
+    where = (f"{t(env.get('cpu_model', '?'))}{emu}, {t(env.get('cores', '?'))} cores, {t(env.get('os', '?'))}; "
              f"{t(', '.join(map(str, args.get('threads', []))))} thread(s), {t(args.get('iterations'))} timed "
              f"iterations per cell{t(rounds)}, after {t(args.get('warmup'))} warm-up")
     if env.get("kind") == IMPORTED:
