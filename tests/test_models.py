@@ -293,7 +293,8 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
 def test_cli_list_and_info():
     out = _cli("list")
     assert out.returncode == 0
-    assert len([line for line in out.stdout.splitlines() if line.startswith(("mobile", "roofline", "nodechain"))]) == len(PARAMS)
+    listed = [line for line in out.stdout.splitlines() if line.startswith(("mobile", "roofline", "nodechain"))]
+    assert len(listed) == len(PARAMS)
     assert "11,422,648" in out.stdout and "286.7M" in out.stdout
     info = _cli("info", "mobileformer_294m", "--res", "192x256", "--json")
     data = json.loads(info.stdout)
