@@ -161,7 +161,14 @@ def markdown(rows: list[dict[str, Any]], artifacts: Path, command: str) -> str:
                   "which kernels ran is decided by the CPU features qemu reports for its CPU model (the table), as "
                   "a real core's features would decide it. Its timings are another matter (docs/devices.md).", ""]
     summ = summary(rows)
-    lines += ["## Summary per format and precision", ""]
+    from export.spec import PRECISIONS
+
+    seen = {r["precision"] for r in rows}
+    lines += ["## Summary per format and precision", "",
+              f"The precisions export makes: {', '.join(PRECISIONS)}"
+              + (f"; not checked on a device yet: {', '.join(p for p in PRECISIONS if p not in seen)}"
+                 if seen < set(PRECISIONS) else "; each has rows here")
+              + ".", ""]
     lines += markdown_table(["device", "format", "precision", "artifacts", "device vs x86: max rel", "cosine",
                              "top-1", "x86 vs PyTorch: max rel", "device vs PyTorch: max rel", "passed"],
                             [[s["device"], s["format"], s["precision"], s["n"], _f(s["vs_max_rel"], ".1e"),
