@@ -147,14 +147,16 @@ def test_emulated_cells_are_left_out_of_the_answer_unless_asked():
 
 # --------------------------------------------------------------------------------------------- the cross build
 @pytest.fixture(scope="session")
-def et_bench_arm(tmp_path_factory) -> Path:
-    """et-bench cross-compiled for aarch64 against the aarch64 executorch wheel (fetched with pip, cached)."""
+def et_bench_arm() -> Path:
+    """et-bench cross-compiled for aarch64 against the aarch64 executorch wheel (fetched with pip, cached), built
+    where `make native ARCH=aarch64` builds it: the toolkit's cache, which is where a native board's runner is looked
+    for (a build elsewhere left a fresh CI machine's board without one: `provision` said NOT ready)."""
     from devices import native
 
     need_program("cmake", "cmake")
     need_program("aarch64-linux-gnu-g++", "g++-aarch64-linux-gnu")
     need_program("qemu-aarch64-static", "qemu-user-static")
-    return native.build(tmp_path_factory.mktemp("native-aarch64"), arch="aarch64")
+    return native.build(arch="aarch64")
 
 
 @pytest.mark.export
