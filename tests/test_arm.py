@@ -5,7 +5,8 @@ there, parity of ONNX, TFLite and ExecuTorch artifacts computed by the board's k
 stored marked "emulated" and left out of the report's answer.
 
 Cost: the board is started once per session (`arm_board`), which on a fresh machine builds the root (mmdebstrap:
-about 3-8 minutes, cached by its recipe's digest afterwards) and provisions it (about 2 minutes under emulation).
+3-13 minutes under load, 383 s in the last cold run, cached by its recipe's digest afterwards) and provisions it
+(1-2.5 minutes under emulation); the whole file from a cold cache took 827 s (docs/devices.md).
 The models are the smallest (MobileNetV3-S 0.75 at 64 px) and the sweep a few iterations: timing there measures the
 emulator. The pure tests (profiles, the binfmt line, the emulated rows of a report, the parity page) need nothing.
 
