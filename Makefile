@@ -38,11 +38,12 @@ TARGET     ?= all
 # ("$$MODEL"), never pasted into the recipe text: `make export MODEL='x; rm -rf ~'` is just a bad model name.
 # (PYTEST_ARGS is split into words, with globbing off, and never evaluated.)
 USER_VARS  := TARGET MODEL PRECISION CALIBRATION MODELS FORMATS ITERS ROUNDS WARMUP THREADS DEVICE PROFILES RES PYTEST_ARGS \
+              ARCH OPTIMIZE
               OPTIMIZE
 $(foreach v,$(USER_VARS),$(eval override $(v) := $$(value $(v))))
 export PYTHON VENV_CACHE VENV_DIR $(USER_VARS)
 
-.PHONY: help setup export bench why report test test-fast lint models native clean
+.PHONY: help setup export bench why report test test-fast lint models native arm-board clean
 help:
 	@echo "make bench    set up, export the default models and benchmark them on this machine, write the report"
 	@echo "make test     set up, then run the whole test suite"
@@ -54,6 +55,8 @@ help:
 	@echo "make report   re-render the latest report from results/results.sqlite"
 	@echo "make models   the model table"
 	@echo "make native   build the native ExecuTorch runner (et-bench; cmake and a C++ compiler; cached)"
+	@echo "make native ARCH=aarch64  cross-compile it for an aarch64 board (g++-aarch64-linux-gnu; cached)"
+	@echo "make arm-board  start an emulated aarch64 board (qemu-user, as root) and print its profiles file"
 	@echo "make setup    only build .venv from $(LOCK) (cached by its hash in $$VENV_CACHE)"
 
 setup:
@@ -89,7 +92,10 @@ why: setup
 	  $${THREADS:+--threads "$$THREADS"}
 
 native: setup
-	$(PY) -m devices.native build
+	$(PY) -m devices.native build $${ARCH:+--arch "$$ARCH"}
+
+arm-board: setup
+	$(PY) -m devices emulate arm64
 
 report: setup
 	$(PY) -m bench report

@@ -149,6 +149,9 @@ def main(argv: list[str] | None = None) -> int:
                           "of several devices (ratio vs resolution per device and runtime, crossover per device)")
     _store_arg(rep)
     rep.add_argument("--reports", type=Path, default=DEFAULT_REPORTS, help="reports root (default: %(default)s)")
+    rep.add_argument("--include-emulated", action="store_true",
+                     help="put cells timed on an emulated device (qemu-user) into the answer, ratios and plots; "
+                          "they are left out by default: an emulator's time is no device's latency")
 
     cmp_ = sub.add_parser("compare", help="per-cell median ratios between two runs (B / A) and their spread")
     cmp_.add_argument("run_a", type=_run_id)
@@ -265,7 +268,7 @@ def cmd_report(args: argparse.Namespace, argv: list[str] | None) -> int:
     store = Store.open(args.store, readonly=True)
     run_ids = list(dict.fromkeys(args.run or []))
     if len(run_ids) > 1:
-        combined = report.render_devices(store, run_ids, args.reports)
+        combined = report.render_devices(store, run_ids, args.reports, args.include_emulated)
         if combined.answer:
             print("\n".join(escape(line, "terminal") for line in combined.answer))
         print(f"report: {combined.path / 'report.md'} (and {', '.join(sorted(report.DEVICES_FILES - {'report.md'}))})")
@@ -276,7 +279,7 @@ def cmd_report(args: argparse.Namespace, argv: list[str] | None) -> int:
         if not runs:
             raise ToolkitError(f"no runs in {args.store}")
         run_id = runs[-1]["run_id"]
-    rendered = report.render_report(store, run_id, args.reports)
+    rendered = report.render_report(store, run_id, args.reports, args.include_emulated)
     path = rendered.path
     if rendered.answer:
         print("\n".join(escape(line, "terminal") for line in rendered.answer))

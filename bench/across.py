@@ -49,10 +49,12 @@ class Across:
         return f"Slowdown of {self.subject} vs resolution, per device and runtime"
 
 
-def analyse_runs(runs: list[tuple[dict[str, Any], list[dict[str, Any]]]], roles: Roles | None = None) -> Across:
-    """(run, rows) per run, in the order given, as one comparison across devices."""
+def analyse_runs(runs: list[tuple[dict[str, Any], list[dict[str, Any]]]], roles: Roles | None = None,
+                 include_emulated: bool = False) -> Across:
+    """(run, rows) per run, in the order given, as one comparison across devices (emulated cells left out unless
+    `include_emulated`, as in a single run's report)."""
     roles = roles or Roles.from_registry()
-    analyses = [analysis.analyse(run, rows, roles) for run, rows in runs]
+    analyses = [analysis.analyse(run, rows, roles, include_emulated) for run, rows in runs]
     names = Counter(a.run["device"] for a in analyses)
     devices = {a.run["run_id"]: a.run["device"] if names[a.run["device"]] == 1
                else f"{a.run['device']} ({a.run['run_id']})" for a in analyses}
@@ -88,6 +90,7 @@ def markdown(ac: Across) -> str:
     lines += md_table(["run", "device", "cells", "measured", "how"],
                       [[a.run["run_id"], ac.devices[a.run["run_id"]], len(a.rows),
                         sum(r["status"] == "ok" for r in a.rows), _kind(a)] for a in ac.analyses])
+    lines += [f"- {ac.devices[a.run['run_id']]}: {line}" for a in ac.analyses for line in analysis.emulated_lines(a)]
     if not ac.comparisons:
         lines += [analysis.no_pair_text(ac.analyses[0]) if ac.analyses else "No runs.", ""]
         return "\n".join(lines)

@@ -36,6 +36,16 @@ AGG_RULE = (f"`{AGG_MARK}` = aggregates only: imported from a program that print
             "(`bench import`); the ratio is of the printed medians (means where no median is printed), with no "
             "interval.")
 PLOT_NAMES = ("latency", "ratio", "crossover", "throughput")  # each is <name>.png in the report folder
+EMULATED_RULE = ("timed on an emulated device (qemu-user: every instruction is translated on another CPU, so a time "
+                 "there says how fast the emulator was, not how fast any ARM core is)")
+
+
+def is_emulated(run: dict[str, Any], r: dict[str, Any]) -> bool:
+    """The cell was timed on an emulated device: marked by the device (its device_state), or the run's device
+    describes itself as emulated (devices/ssh.py, `emulated = true`)."""
+    return bool((r.get("device_state") or {}).get("emulated") or (run.get("environment") or {}).get("emulated"))
+
+
 OPTIMIZED = "optimized"  # in the runtime label of a cell timing an `export --optimize` artifact
 
 
@@ -116,6 +126,8 @@ class Analysis:
     runtimes: list[str] = field(default_factory=list)
     series: dict[str, dict[str, list[dict[str, Any]]]] = field(default_factory=dict)  # runtime -> model -> rows
     pairs: list[Pair] = field(default_factory=list)
+    emulated: list[dict[str, Any]] = field(default_factory=list)  # measured cells left out (EMULATED_RULE)
+    include_emulated: bool = False
 
     @property
     def subject(self) -> str:
@@ -130,8 +142,11 @@ class Analysis:
                 "throughput": "Effective throughput: MAdds per millisecond vs resolution"}
 
 
-def analyse(run: dict[str, Any], rows: list[dict[str, Any]], roles: Roles | None = None) -> Analysis:
-    """The run's rows (as bench/store.py returns them; copied, with labels added) grouped into series and pairs."""
+def analyse(run: dict[str, Any], rows: list[dict[str, Any]], roles: Roles | None = None,
+            include_emulated: bool = False) -> Analysis:
+    """The run's rows (as bench/store.py returns them; copied, with labels added) grouped into series and pairs.
+    Cells timed on an emulated device stay in `rows` (marked `emulated`) but out of the series, the pairs and so
+    the answer, ratios and plots, unless `include_emulated`."""
     roles = roles or Roles.from_registry()
     rows = [dict(r) for r in rows]
     multi_threads = len({r["threads"] for r in rows}) > 1
@@ -144,8 +159,12 @@ def analyse(run: dict[str, Any], rows: list[dict[str, Any]], roles: Roles | None
         r["res_label"] = res_label(r["height"], r["width"])
         cpu = r.get("cpu_median_ms")
         r["wall_over_cpu"] = round(r["median_ms"] / cpu, 4) if cpu and r.get("median_ms") else None
-    a = Analysis(run, rows, roles)
+        r["emulated"] = int(is_emulated(run, r))
+    a = Analysis(run, rows, roles, include_emulated=include_emulated)
     ok = [r for r in rows if r["status"] == "ok"]
+    a.emulated = [r for r in ok if r["emulated"]]
+    if not include_emulated:
+        ok = [r for r in ok if not r["emulated"]]
     a.runtimes = sorted({r["runtime"] for r in ok})
     for r in sorted(ok, key=lambda r: (r["runtime"], r["model_label"], r["res_equiv"], r["height"])):
         a.series.setdefault(r["runtime"], {}).setdefault(r["model_label"], []).append(r)
@@ -316,9 +335,9 @@ def contention_lines(a: Analysis) -> list[str]:
 
 def answer(a: Analysis, strong: Callable[[str], str] = markdown_strong) -> list[str]:
     """The answer, one item per point (report.md's bullets; the console's lines with `strong=plain`); empty when
-    no subject / baseline pair was measured (see no_pair_text)."""
+    no subject / baseline pair was measured (see no_pair_text) but for why emulated cells were left out."""
     if not a.pairs:
-        return []
+        return emulated_lines(a)
     pairs = a.pairs
     if str((a.run.get("args") or {}).get("plan", "")).startswith("why"):
         # a why run's ablation variants are there to be differenced: the answer compares the subject as built
@@ -328,7 +347,20 @@ def answer(a: Analysis, strong: Callable[[str], str] = markdown_strong) -> list[
     if len(pairs) < len(a.pairs):
         items.append(f"The {len(a.pairs) - len(pairs)} comparisons of the ablation variants with the baselines are "
                      "in the ratio tables below and in ratios.csv.")
-    return items + _marks(a) + noise_lines(a, functools.partial(_text, strong)) + contention_lines(a)
+    return (items + _marks(a) + emulated_lines(a) + noise_lines(a, functools.partial(_text, strong))
+            + contention_lines(a))
+
+
+def emulated_lines(a: Analysis) -> list[str]:
+    """Why cells timed on an emulated device are (or, when asked, are not) left out of the answer."""
+    if not a.emulated:
+        return []
+    if a.include_emulated:
+        return [f"**These figures include {len(a.emulated)} cell(s) {EMULATED_RULE}**: they were asked for "
+                "(`--include-emulated`); read them as the emulator's speed, never as a device's latency."]
+    return [f"{len(a.emulated)} cell(s) were {EMULATED_RULE}. They are stored (results.csv marks them "
+            "`emulated`) but left out of this answer, the ratios and the plots; `python -m bench report "
+            "--include-emulated` shows them."]
 
 
 def _marks(a: Analysis) -> list[str]:
@@ -348,7 +380,7 @@ def console_lines(a: Analysis) -> list[str]:
 
 def no_pair_text(a: Analysis) -> str:
     return (f"No {a.subject} / {a.roles.baselines()} pair was measured on a common runtime, so there is no ratio to "
-            "report.")
+            "report." + "".join(f" {line}" for line in emulated_lines(a)))
 
 
 def overhead(a: Analysis) -> dict[str, Any] | None:

@@ -63,7 +63,8 @@ def _report_folder(root: Path, name: str, files: frozenset[str]) -> Path:
     return final
 
 
-def render_devices(store: Store, run_ids: list[str], reports_root: str | Path) -> Rendered:
+def render_devices(store: Store, run_ids: list[str], reports_root: str | Path,
+                   include_emulated: bool = False) -> Rendered:
     """The report of several runs side by side (bench/across.py), written atomically to
     reports/devices-<hash of the run ids>/ (report.md, ratio.png, ratios.csv); reports/latest is left alone."""
     import hashlib
@@ -84,7 +85,7 @@ def render_devices(store: Store, run_ids: list[str], reports_root: str | Path) -
     root = Path(reports_root)
     name = "devices-" + hashlib.sha256("\0".join(run_ids).encode()).hexdigest()[:8]
     final = _report_folder(root, name, DEVICES_FILES)
-    ac = across.analyse_runs(runs)
+    ac = across.analyse_runs(runs, include_emulated=include_emulated)
     tmp = final.with_name(f".{name}.tmp-{os.getpid()}")
     try:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -107,7 +108,7 @@ def render(store: Store, run_id: str, reports_root: str | Path) -> Path:
     return render_report(store, run_id, reports_root).path
 
 
-def render_report(store: Store, run_id: str, reports_root: str | Path) -> Rendered:
+def render_report(store: Store, run_id: str, reports_root: str | Path, include_emulated: bool = False) -> Rendered:
     """Write reports/<run-id>/ (atomically) and point reports/latest at it; return the directory and the answer.
 
     The run id is checked against the one safe pattern and the folder proven to lie inside the reports root before
@@ -128,7 +129,7 @@ def render_report(store: Store, run_id: str, reports_root: str | Path) -> Render
         raise ToolkitError(f"{exc}; run {run_id!r} in {store.path} cannot name a report folder") from None
     root = Path(reports_root)
     final = _report_folder(root, run_id, REPORT_FILES)
-    a = analysis.analyse(run, store.cells(run_id))
+    a = analysis.analyse(run, store.cells(run_id), include_emulated=include_emulated)
     tmp = final.with_name(f".{run_id}.tmp-{os.getpid()}")
     try:
         shutil.rmtree(tmp, ignore_errors=True)

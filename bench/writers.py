@@ -35,7 +35,7 @@ CSV_COLUMNS = ["run_id", "model", "overrides", "family", "format", "converter", 
                "unstable", "n_rounds", "per_round", "switch_warmup", "round_cv", "session", "cpu_median_ms",
                "wall_over_cpu", "load_ms", "first_ms", "peak_rss_mb",
                "overhead_us", "loadavg", "artifact_bytes", "export_seconds", "parity_verdict", "parity_max_rel",
-               "parity_cosine", "raw_samples", "status", "stage", "error"]
+               "parity_cosine", "raw_samples", "emulated", "status", "stage", "error"]
 RATIO_COLUMNS = ["runtime", "subject", "baseline", "resolution", "res_equiv", "ratio", "ci95_low", "ci95_high",
                  "method", "rounds", "wide", "unstable", "crossover"]
 
@@ -105,7 +105,8 @@ def markdown(a: Analysis) -> str:
     rounds = (f" in {args['rounds']} interleaved rounds of {args['per_round']} (up to {args.get('max_rounds')} "
               f"where intervals stayed wide), {args.get('switch_warmup')} untimed per switch"
               if args.get("rounds", 1) > 1 else " in one burst" if "rounds" in args else "")
-    where = (f"{t(env.get('cpu_model', '?'))}, {t(env.get('cores', '?'))} cores, {t(env.get('os', '?'))}; "
+    emu = " emulated by qemu-user" if env.get("emulated") else ""
+    where = (f"{t(env.get('cpu_model', '?'))}{emu}, {t(env.get('cores', '?'))} cores, {t(env.get('os', '?'))}; "
              f"{t(', '.join(map(str, args.get('threads', []))))} thread(s), {t(args.get('iterations'))} timed "
              f"iterations per cell{t(rounds)}, after {t(args.get('warmup'))} warm-up")
     if env.get("kind") == IMPORTED:

@@ -1,4 +1,5 @@
-"""python -m devices list | describe NAME | check NAME | provision NAME | run NAME ARTIFACT [--iters N ...]"""
+"""python -m devices list | describe NAME | check NAME | provision NAME | parity NAME ARTIFACT | emulate [arm64]
+| run NAME ARTIFACT [--iters N ...]"""
 
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ def main(argv: list[str] | None = None) -> int:
         epilog="examples:\n  python -m devices list\n  python -m devices describe host\n"
                "  python -m devices check pi --profiles my-devices.toml\n"
                "  python -m devices provision pi --profiles my-devices.toml\n"
-               "  python -m devices run host artifacts/<model>/224x224/onnx-fp32 --iters 50\n\n"
+               "  python -m devices run host artifacts/<model>/224x224/onnx-fp32 --iters 50\n"
+               "  python -m devices emulate arm64          # an aarch64 board under qemu-user (root)\n\n"
                "A profile of your own (--profiles FILE) adds tables to devices/devices.toml and overrides them; "
                "docs/devices.md explains each kind (host, ssh, macos) and its keys.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -35,11 +37,25 @@ def main(argv: list[str] | None = None) -> int:
     pv.add_argument("name")
     pv.add_argument("--with-executorch", action="store_true",
                     help="also install executorch and torch (its Python runtime imports torch; large)")
+    pv.add_argument("--online", action="store_true",
+                    help="let the board's pip download from the package index itself (default: the wheels are "
+                    "fetched here for the board's machine, pushed and installed offline)")
     pa = sub.add_parser("parity", help="check an artifact against PyTorch on the device (e.g. Core ML on a Mac) and "
                         "record the verdict in its manifest")
     pa.add_argument("name")
     pa.add_argument("artifact", help="an artifact directory (with manifest.json)")
     pa.add_argument("--units", help="Core ML compute units (macos): CPU_ONLY, CPU_AND_GPU, CPU_AND_NE or ALL")
+    em = sub.add_parser("emulate", help="start an emulated aarch64 board (qemu-user, Debian arm64 root, its own "
+                        "sshd on 127.0.0.1) and print its profiles file; --stop NAME ends it (as root)")
+    em.add_argument("arch", nargs="?", default="arm64", help="the board's architecture (arm64)")
+    em.add_argument("--name", help="the board's device name (default: the architecture)")
+    em.add_argument("--cpu", default=None, help="qemu's CPU model for every process on the board (default "
+                    "cortex-a76: ARMv8.2-A with FP16 arithmetic and dot product, like a phone's big core)")
+    em.add_argument("--stop", metavar="NAME", help="stop the emulated board NAME and remove its temporary folder")
+    pr = sub.add_parser("parity-report", help="write the page of what differs between this computer's numerics and "
+                        "the devices' (from the manifests' device parity checks)")
+    pr.add_argument("--artifacts", default="artifacts", help="artifacts root to read (default: artifacts)")
+    pr.add_argument("--out", default="docs/parity-arm.md", help="the page to write (default: docs/parity-arm.md)")
     r = sub.add_parser("run", help="time one artifact on a device and print its statistics")
     r.add_argument("name")
     for p in (ls, d, c, pv, pa, r):
@@ -61,6 +77,21 @@ def main(argv: list[str] | None = None) -> int:
         print_table(["device", "kind", "description"], [[name, prof.get("kind", "host"), prof.get("description", "")]
                                                        for name, prof in devices.profiles(args.profiles).items()])
         return 0
+    if args.cmd == "parity-report":
+        from devices import parity_report
+
+        out, n = parity_report.write(args.artifacts, args.out, "python -m devices parity-report "
+                                     f"--artifacts {args.artifacts} --out {args.out}")
+        print(f"{n} device check(s) of artifacts under {args.artifacts}: {out}")
+        return 0
+    if args.cmd == "emulate":
+        from devices import emulate
+
+        if args.stop:
+            emulate.stop(args.stop)
+        else:
+            emulate.start(args.arch, args.name, args.cpu or emulate.DEFAULT_CPU)
+        return 0
     dev = devices.get(args.name, args.profiles)
     try:
         if args.cmd == "describe":
@@ -69,26 +100,31 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "check":
             return _check(dev)
         if args.cmd == "parity":
-            from devices.verify import check_on_device
+            from devices.verify import check_on_device, figure_sets
 
             if args.units:
                 from devices.apple import check_units
 
                 check_units([args.units], "--units")
             rec = check_on_device(dev, args.artifact, units=args.units)
-            figures = {k: v for k, v in rec.items() if isinstance(v, dict) and "max_rel" in v}
-            for key, f in figures.items():
-                print(f"{key}: max_rel {f['max_rel']:.2e}, cosine {f['cosine']:.6f}"
-                      + (f", {f['n']} inputs" if "n" in f else ""))
+            where = f"{dev.name} ({rec['device'].get('machine', '?')})"
+            for who, figures in ((where, rec), (f"this computer ({(rec.get('host') or {}).get('machine')})",
+                                                rec.get("host") or {})):
+                for key, f in figure_sets(figures).items():
+                    print(f"{key} on {who} vs PyTorch: max_rel {f['max_rel']:.2e}, cosine {f['cosine']:.6f}, "
+                          f"top-1 {f['top1']:.0%}, {f['n']} inputs")
+            for key, f in (rec.get("vs_host") or {}).items():
+                print(f"{key}: {dev.name} vs this computer: max_abs {f['max_abs']:.2e}, max_rel {f['max_rel']:.2e}, "
+                      f"cosine {f['cosine']:.6f}, top-1 agreement {f['top1']:.0%}")
             print(f"parity on {dev.name}: {rec['verdict']}" + (f" ({rec['reason']})" if rec.get("reason") else "")
-                  + f"; written to {args.artifact}/manifest.json")
+                  + f"; written to {args.artifact}/manifest.json (device_parity.{dev.name})")
             return 0 if rec["verdict"] == "passed" else 1
         if args.cmd == "provision":
             if not hasattr(dev, "provision"):
                 print(f"devices: error: device {dev.name} is of kind {dev.kind}, which has nothing to provision",
                       file=sys.stderr)
                 return 2
-            python = dev.provision(with_executorch=args.with_executorch)
+            python = dev.provision(with_executorch=args.with_executorch, online=args.online)
             print(f"provisioned {dev.name}: {python} (used by default from now on; "
                   f"`python -m devices check {dev.name}` says what it can run)")
             return _check(dev)

@@ -9,19 +9,23 @@ venv there from it), never torch or a converter.
 Profile keys: host (required), port (22), user, identity_file, known_hosts (default: the user's), python (the
 board's interpreter; default: WORKDIR/venv/bin/python when `provision` made it, else python3), workdir (default
 ~/.cache/mobile-deploy-toolkit), connect_timeout (10 s), pin (true: the worker pins itself to `threads` cores, as
-on the host), description.
+on the host), runner ("native": .pte members are timed, and checked, by et-bench built for the board's machine and
+pushed there, so the board needs no torch; `native_runner` names a bundle of your own), emulated (true: the board
+is emulated (devices/emulate.py), its cells are stored marked "emulated" and the report leaves them out),
+description.
+
+Provisioning (`python -m devices provision NAME`): devices/provision.py.
 """
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from devices.base import Kind, MeasureError, Measurement, OneBurst
+from devices.host import RUNNERS, _format_of
 from devices.remote import (
     SSH_KEYS,
     RemoteError,
@@ -41,12 +45,12 @@ from devices.subproc import Worker, WorkerError
 from models.common import brief
 from models.errors import ToolkitError
 
-REQUIREMENTS = Path(__file__).resolve().parent / "requirements-board.txt"
 DEFAULT_WORKDIR = "~/.cache/mobile-deploy-toolkit"
 MIN_FREE_GB = 1.0  # `check` calls less free disk than this under workdir a problem
 # After this many transport failures in a row (the connection dropped, the board went away) a sweep stops trying
 # the device: bench/sweep.py reads it from the device.
 TRANSPORT_FAILURES_TO_GIVE_UP = 3
+EMULATED = "qemu-user: an emulated CPU, so its timings say nothing about any hardware's latency"
 
 
 @dataclass(frozen=True)
@@ -57,15 +61,25 @@ class SshProfile:
     python: str | None = None
     workdir: str = DEFAULT_WORKDIR
     pin: bool = True
+    runner: str = "python"
+    native_runner: str | None = None  # a local et-bench bundle for the board's machine (default: make native ARCH=)
+    emulated: bool = False
 
-    KEYS = {"kind": str, "description": str, **SSH_KEYS, "python": str, "workdir": str, "pin": bool}
+    KEYS = {"kind": str, "description": str, **SSH_KEYS, "python": str, "workdir": str, "pin": bool, "runner": str,
+            "native_runner": str, "emulated": bool}
 
     @classmethod
     def parse(cls, prof: dict[str, Any], where: str) -> SshProfile:
         check_keys(prof, where, cls.KEYS, required=("host",))
+        runner = prof.get("runner", "python")
+        if runner not in RUNNERS:
+            raise ToolkitError(f"{where}: runner must be one of {', '.join(RUNNERS)}, not {runner!r}")
+        if "native_runner" in prof and runner != "native":
+            raise ToolkitError(f"{where}: native_runner is set but runner is {runner!r}, not \"native\"")
         return cls(kind=prof.get("kind", "ssh"), description=prof.get("description", ""),
                    ssh=parse_ssh_keys(prof, where), python=prof.get("python"),
-                   workdir=check_workdir(prof.get("workdir", DEFAULT_WORKDIR), where), pin=prof.get("pin", True))
+                   workdir=check_workdir(prof.get("workdir", DEFAULT_WORKDIR), where), pin=prof.get("pin", True),
+                   runner=runner, native_runner=prof.get("native_runner"), emulated=prof.get("emulated", False))
 
 
 def check_workdir(path: str, where: str) -> str:
@@ -92,6 +106,7 @@ class SshDevice(OneBurst):
         self._pushed: dict[str, str] = {}  # local artifact dir -> remote dir
         self._worker: Worker | None = None
         self._threads: int | None = None
+        self._native: str | None = None  # et-bench on the device, once pushed
 
     # ------------------------------------------------------------------------------------------ the session
     @property
@@ -155,6 +170,7 @@ class SshDevice(OneBurst):
         return {"device": self.name, "kind": self.kind, "description": self.profile.description,
                 "address": f"{k.user + '@' if k.user else ''}{k.host}:{k.port}", **p,
                 "pinning": "the last `threads` cores of the allowed set" if self.profile.pin else "off",
+                "runner": self.profile.runner, **({"emulated": EMULATED} if self.profile.emulated else {}),
                 "runtimes": {f: {"runtime": s["runtime"], **{pkg: p["packages"].get(pkg) for pkg in s["packages"]}}
                              for f, s in p["formats"].items()}}
 
@@ -165,6 +181,12 @@ class SshDevice(OneBurst):
             return f"the toolkit on {self.name} does not know format {fmt}"
         if fmt == "coreml" and (self.kind != "macos" or probe.get("system") != "Darwin"):
             return "needs macOS"
+        if fmt == "executorch" and self.profile.runner == "native":
+            try:
+                self._native_bundle(probe)
+            except ToolkitError as exc:
+                return str(exc)
+            return None
         missing = [pkg for pkg in spec["packages"] if not probe["packages"].get(pkg)]
         if missing:
             return (f"{', '.join(missing)} not installed on {self.name} (python -m devices provision {self.name})")
@@ -207,7 +229,12 @@ class SshDevice(OneBurst):
                 runnable.append(fmt)
             elif fmt != "coreml" or self.kind == "macos":
                 problems.append(f"device {self.name}: cannot run {fmt}: {why}")
-        facts.append(f"formats it can run: {', '.join(runnable) or 'none'}")
+        facts.append(f"formats it can run: {', '.join(runnable) or 'none'}"
+                     + (" (.pte through et-bench, the native runner)" if self.profile.runner == "native" else ""))
+        if p.get("hwcaps") is not None:
+            facts.append(f"CPU features its kernels can use: {' '.join(p['hwcaps']) or 'none reported'}")
+        if self.profile.emulated:
+            facts.append(f"emulated: {EMULATED}")
         free = p.get("free_gb")
         if free is not None:
             facts.append(f"free disk under {self.workdir}: {free:.1f} GB")
@@ -238,6 +265,36 @@ class SshDevice(OneBurst):
             self._cached.add(key)
         self._pushed[local] = remote
         return remote
+
+    # ------------------------------------------------------------------------------------------ the native runner
+    def _native_bundle(self, probe: dict[str, Any]) -> Path:
+        """The local et-bench bundle (binary + its libraries) built for the device's machine."""
+        from devices.native import find_binary
+        from devices.native.cross import bundle_of
+
+        if self.profile.native_runner:
+            return bundle_of(find_binary(self.profile.native_runner))
+        machine = str(probe.get("machine") or "")
+        from devices.native import host_machine
+
+        if machine == host_machine():  # a board like this machine: its host build, whose libraries stay here
+            raise ToolkitError(f"device {self.name} is {machine} like this machine; the native runner a board "
+                               "runs is a bundle: set native_runner to one (python -m devices.native build --arch "
+                               f"{machine} --out DIR gives DIR/bundle/et-bench)")
+        return bundle_of(find_binary(None, arch=machine))
+
+    def native_runner(self) -> str:
+        """et-bench on the device (its bundle pushed once per session into the content-addressed cache)."""
+        if self._native is None:
+            from devices.native import BINARY
+
+            self._native = f"{self.push(self._native_bundle(self.probe()))}/{BINARY}"
+        return self._native
+
+    def runners(self, artifacts: list[Any]) -> list[str]:
+        if self.profile.runner != "native":
+            return ["python"] * len(artifacts)
+        return ["native" if _format_of(a) == "executorch" else "python" for a in artifacts]
 
     # ------------------------------------------------------------------------------------------ measuring
     def _worker_for(self, threads: int) -> Worker:
@@ -280,11 +337,18 @@ class SshDevice(OneBurst):
                     raise MeasureError(str(exc), "transport") from None
                 remote.append(MeasureError(str(exc), exc.stage))
         paths = [r for r in remote if isinstance(r, str)]
+        runners = [ru for ru, r in zip(self.runners(artifacts), remote) if isinstance(r, str)]
         results: list[Measurement | MeasureError] = []
         if paths:
             request = {"op": "measure_group", "artifacts": paths, "rounds": int(rounds), "per_round": int(per_round),
                        "warmup": int(warmup), "switch_warmup": int(switch_warmup), "threads": int(threads),
-                       "seed": int(seed), "first_round": int(first_round), "units": units}
+                       "seed": int(seed), "first_round": int(first_round), "units": units, "runners": runners,
+                       "timeout": float(timeout)}
+            if "native" in runners:
+                try:
+                    request["native_runner"] = self.native_runner()
+                except RemoteError as exc:
+                    raise MeasureError(str(exc), exc.stage) from None
             try:
                 reply = self._worker_for(threads).call(request, timeout)
             except WorkerError as exc:
@@ -294,6 +358,10 @@ class SshDevice(OneBurst):
                                    reply.get("stage", "run"))
             results = [Measurement(**m["measurement"]) if m.get("ok") else
                        MeasureError(m.get("error", "unknown error"), m.get("stage", "run")) for m in reply["members"]]
+            if self.profile.emulated:  # stored, but never read as a latency (bench/analysis.py)
+                for m in results:
+                    if isinstance(m, Measurement):
+                        m.device_state = {**m.device_state, "emulated": EMULATED}
         it = iter(results)
         return [r if isinstance(r, MeasureError) else next(it) for r in remote]
 
@@ -310,35 +378,21 @@ class SshDevice(OneBurst):
         from devices.subproc import call_outputs
 
         remote = self.push(Path(getattr(artifact, "dir", artifact)))
+        native = self.native_runner() if self.runners([artifact]) == ["native"] else None
         try:
-            return call_outputs(self._worker_for(threads), remote, x, threads=threads, units=units)
+            return call_outputs(self._worker_for(threads), remote, x, threads=threads, units=units,
+                                native_runner=native)
         except WorkerError as exc:
             raise self._worker_failure(exc) from None
 
     # ------------------------------------------------------------------------------------------ set-up
-    def provision(self, *, with_executorch: bool = False, say: Any = print) -> str:
-        """Create WORKDIR/venv on the device from devices/requirements-board.txt; the pip output streams through."""
-        base = self.profile.python or "python3"
-        venv = f"{self.workdir}/venv"
-        reqs = f"{self.workdir}/requirements-board.txt"
-        self.ssh.run(shell_and(["mkdir", "-p", self.workdir], ["sh", "-c", 'cat > "$1"', "sh", reqs]),
-                     what="copying the requirements", input=REQUIREMENTS.read_bytes())
-        steps = [[self.ssh.expand(base), "-m", "venv", venv],
-                 [f"{venv}/bin/pip", "install", "--no-input", "--progress-bar", "off", "-r", reqs]]
-        if with_executorch:  # its Python runtime imports torch (a board times .pte files natively otherwise)
-            steps.append([f"{venv}/bin/pip", "install", "--no-input", "--progress-bar", "off", "torch==2.14.1",
-                          "executorch==1.5.1"])
-        say(f"provision {self.name}: creating {venv} from {REQUIREMENTS.name} with {base}")
-        proc = subprocess.run(self.ssh.argv(shell_and(*steps)), stdout=sys.stdout, stderr=subprocess.PIPE,
-                              timeout=3600)
-        err = proc.stderr.decode(errors="replace")
-        if proc.returncode == 255:
-            raise RemoteError(classify_ssh(err, self.name, self.profile.ssh))
-        if proc.returncode != 0:
-            raise RemoteError(f"device {self.name}: provisioning failed (exit {proc.returncode}): "
-                              f"{' '.join(err.split())[-300:]}", "provision")
+    def provision(self, *, with_executorch: bool = False, online: bool = False, say: Any = print) -> str:
+        """Create WORKDIR/venv on the device from devices/requirements-board.txt (devices/provision.py)."""
+        from devices.provision import provision
+
+        python = provision(self, with_executorch=with_executorch, online=online, say=say)
         self._python, self._probe = None, None
-        return f"{venv}/bin/python"
+        return python
 
     # ------------------------------------------------------------------------------------------ the end
     def _close_worker(self) -> None:
@@ -359,6 +413,7 @@ class SshDevice(OneBurst):
             self._session = None
         self._pushed.clear()
         self._cached = None
+        self._native = None
         self.ssh.close()
 
 

@@ -167,16 +167,17 @@ class Worker:
 
 
 def call_outputs(worker: Worker, artifact: str, x: Any, *, threads: int, units: str | None,
-                 timeout: float = 600.0) -> Any:
+                 timeout: float = 600.0, native_runner: str | None = None) -> Any:
     """Ask a worker (devices/worker.py, here or on a device) for an artifact's outputs on the inputs `x` (N,3,H,W):
-    the device side of a parity check."""
+    the device side of a parity check (a .pte through `native_runner`, et-bench, when given)."""
     import base64
 
     import numpy as np
 
     x = np.ascontiguousarray(x, dtype=np.float32)
     reply = worker.call({"op": "outputs", "artifact": artifact, "shape": list(x.shape), "threads": threads,
-                         "units": units, "inputs_b64": base64.b64encode(x.tobytes()).decode()}, timeout)
+                         "units": units, "inputs_b64": base64.b64encode(x.tobytes()).decode(),
+                         **({"native_runner": native_runner} if native_runner else {})}, timeout)
     if not reply.get("ok"):
         raise ToolkitError(reply.get("error", "unknown error"))
     return np.frombuffer(base64.b64decode(reply["outputs_b64"]), dtype=np.float32).reshape(reply["shape"])

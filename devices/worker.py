@@ -293,9 +293,11 @@ def measure_group(artifacts: list[str], *, rounds: int, per_round: int, warmup: 
     return {"ok": True, "members": out}
 
 
-def outputs(artifact: str, inputs_b64: str, shape: list[int], threads: int, units: str | None) -> dict[str, Any]:
+def outputs(artifact: str, inputs_b64: str, shape: list[int], threads: int, units: str | None,
+            native_runner: str | None = None) -> dict[str, Any]:
     """The artifact's outputs for the given inputs (float32, base64): how parity is checked on a device (a Mac's
-    Core ML, a board's runtimes) against the PyTorch reference computed on the driver's machine."""
+    Core ML, a board's runtimes) against the PyTorch reference computed on the driver's machine. With
+    `native_runner`, a .pte is run by that et-bench (a board without executorch's Python runtime)."""
     import base64
 
     import numpy as np
@@ -303,9 +305,14 @@ def outputs(artifact: str, inputs_b64: str, shape: list[int], threads: int, unit
     import export
 
     art = export.resolve(artifact)
+    x = np.frombuffer(base64.b64decode(inputs_b64), dtype=np.float32).reshape(shape)
+    if native_runner and art.manifest.get("format") == "executorch":
+        from devices import native
+
+        y = native.outputs(native_runner, art.file, x, threads=threads).reshape(len(x), -1)
+        return {"ok": True, "shape": list(y.shape), "outputs_b64": base64.b64encode(y.tobytes()).decode()}
     m = _Member(artifact)
     fn = _load(art, threads, units, m)
-    x = np.frombuffer(base64.b64decode(inputs_b64), dtype=np.float32).reshape(shape)
     y = np.concatenate([np.asarray(fn(x[i:i + 1]), dtype=np.float32).reshape(1, -1) for i in range(len(x))])
     return {"ok": True, "shape": list(y.shape), "outputs_b64": base64.b64encode(y.tobytes()).decode()}
 
@@ -317,7 +324,7 @@ def main() -> None:
         if req.get("op") == "outputs":
             try:
                 return outputs(str(req["artifact"]), str(req["inputs_b64"]), list(req["shape"]),
-                               int(req.get("threads", 1)), req.get("units"))
+                               int(req.get("threads", 1)), req.get("units"), req.get("native_runner"))
             except Exception as exc:  # noqa: BLE001 - one line back to the driver
                 return {"ok": False, "stage": "run", "error": one_line(exc)}
         if req.get("op") != "measure_group":

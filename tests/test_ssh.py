@@ -410,4 +410,7 @@ def test_parity_checked_on_the_board_updates_the_manifest(board, tmp_path, artif
     assert r.returncode == 0, r.stdout + r.stderr
     assert "parity on board: passed" in r.stdout and "max_rel" in r.stdout
     m = json.loads((art / "manifest.json").read_text())
-    assert m["parity"]["verdict"] == "passed" and m["parity"]["device"] == {"name": "board", "kind": "ssh"}
+    entry = m["device_parity"]["board"]  # the device's verdict beside the artifact's own, which is kept
+    assert entry["verdict"] == "passed" and (entry["device"]["name"], entry["device"]["kind"]) == ("board", "ssh")
+    assert m["parity"] == json.loads((src / "manifest.json").read_text())["parity"]
+    assert entry["vs_host"]["images"]["max_rel"] < 1e-6  # the same machine and runtime as this computer

@@ -18,6 +18,7 @@ not a device kind (no KIND): the host, and later a board's worker, use it for .p
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import importlib.util
@@ -166,8 +167,19 @@ def missing_tools() -> list[str]:
     return [f"{what} (apt install {pkg})" for what, pkg, progs in need if not any(shutil.which(p) for p in progs)]
 
 
-def build(out: str | Path | None = None) -> Path:
-    """Build et-bench (once per sources and executorch version) and return its path; a current build is reused."""
+def host_machine() -> str:
+    import platform
+
+    return platform.machine()
+
+
+def build(out: str | Path | None = None, arch: str | None = None) -> Path:
+    """Build et-bench (once per sources and executorch version) and return its path; a current build is reused.
+    `arch` another machine's (aarch64): cross-compiled against that platform's wheel (devices/native/cross.py)."""
+    if arch is not None and arch != host_machine():
+        from devices.native.cross import build_cross
+
+        return build_cross(arch, out)
     folder = Path(out).resolve() if out is not None else default_dir()
     binary = folder / BINARY
     key = build_key()
@@ -177,13 +189,7 @@ def build(out: str | Path | None = None) -> Path:
     missing = missing_tools()
     if missing:
         raise ToolkitError(f"building the native runner needs {' and '.join(missing)}")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        lock = open(folder / ".lock", "w")  # noqa: SIM115 - held for the whole build
-    except OSError as exc:
-        raise ToolkitError(f"cannot create the build folder {folder}: {exc.strerror}") from None
-    with lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # a second build of the same folder waits, then finds it current
+    with build_lock(folder):
         if _current(binary, stamp, key):
             return binary
         stamp.unlink(missing_ok=True)
@@ -192,20 +198,38 @@ def build(out: str | Path | None = None) -> Path:
                   f"-Dexecutorch_DIR={executorch_package() / 'share' / 'cmake'}",
                   f"-DCMAKE_RUNTIME_OUTPUT_DIRECTORY={folder}"],
                  ["cmake", "--build", str(tree), "--parallel", str(os.cpu_count() or 1)]]
-        with open(log, "w") as f:
-            for step in steps:
-                f.write("$ " + " ".join(step) + "\n")
-                f.flush()
-                proc = subprocess.run(step, stdout=f, stderr=subprocess.STDOUT, check=False)
-                if proc.returncode != 0:
-                    raise ToolkitError(f"building the native runner failed at `{' '.join(step[:2])}` (exit "
-                                       f"{proc.returncode}): {_last_error(log)}; full log: {log}")
+        run_steps(steps, log, "building the native runner")
         probe = subprocess.run([str(binary), "--version"], capture_output=True, text=True, check=False)
         if probe.returncode != 0:
             raise ToolkitError(f"the native runner built at {binary} does not start: "
                                f"{(probe.stderr or probe.stdout).strip()[-300:]}")
         stamp.write_text(json.dumps({"key": key, "executorch": executorch_version(), "version": probe.stdout.strip()}))
     return binary
+
+
+@contextlib.contextmanager
+def build_lock(folder: Path):
+    """The build folder, created, held for the whole build: a second build of it waits, then finds it current."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        lock = open(folder / ".lock", "w")  # noqa: SIM115 - held for the whole build
+    except OSError as exc:
+        raise ToolkitError(f"cannot create the build folder {folder}: {exc.strerror}") from None
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def run_steps(steps: list[list[str]], log: Path, doing: str) -> None:
+    """Build commands one after the other, their output into `log`; the first failure is one line."""
+    with open(log, "w") as f:
+        for step in steps:
+            f.write("$ " + " ".join(step) + "\n")
+            f.flush()
+            proc = subprocess.run(step, stdout=f, stderr=subprocess.STDOUT, check=False)
+            if proc.returncode != 0:
+                raise ToolkitError(f"{doing} failed at `{' '.join(step[:2])}` (exit {proc.returncode}): "
+                                   f"{_last_error(log)}; full log: {log}")
 
 
 def _current(binary: Path, stamp: Path, key: str) -> bool:
@@ -221,13 +245,18 @@ def _last_error(log: Path) -> str:
     return (errors or lines or ["no output"])[0][:300]
 
 
-def find_binary(path: str | Path | None = None) -> Path:
-    """The et-bench to run: `path` when given (a profile's native_runner), else the current `make native` build."""
+def find_binary(path: str | Path | None = None, arch: str | None = None) -> Path:
+    """The et-bench to run: `path` when given (a profile's native_runner), else the current `make native` build
+    (for `arch`, another machine's: the current `make native ARCH=...` build)."""
     if path is not None:
         p = Path(path).expanduser()
         if not (p.is_file() and os.access(p, os.X_OK)):
             raise ToolkitError(f"native runner {p} is not an executable file")
         return p
+    if arch is not None and arch != host_machine():
+        from devices.native.cross import find_cross
+
+        return find_cross(arch)
     try:
         binary = default_dir() / BINARY
     except ToolkitError as exc:
@@ -278,6 +307,28 @@ def _tail(stderr: str) -> str:
     return f": {lines[-1][:400]}" if lines else ""
 
 
+def outputs(binary: str | Path, model: str | Path, x: Any, *, threads: int = 1, timeout: float = 600.0) -> Any:
+    """The program's first output for every input of x (N, 3, H, W) as float32 (N, classes): one et-bench run per
+    input (`--iters 1 --warmup 0 --input --output`), the same path a parity check on a board without executorch's
+    Python runtime takes."""
+    import numpy as np
+
+    from devices.base import MeasureError
+
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    out = []
+    with tempfile.TemporaryDirectory(prefix="et-bench-outputs-") as tmp:
+        src, dst = Path(tmp) / "in.f32", Path(tmp) / "out.f32"
+        for xi in x:
+            src.write_bytes(xi.tobytes())
+            dst.unlink(missing_ok=True)
+            run(binary, model, threads=threads, warmup=0, iters=1, timeout=timeout, input_file=src, output_file=dst)
+            if not dst.is_file():
+                raise MeasureError(f"et-bench wrote no output for {model}", "run")
+            out.append(np.fromfile(dst, dtype=np.float32))
+    return np.stack(out)
+
+
 class NativeProgram:
     """One .pte timed by et-bench, one process per call: a load call (load_ms, first_ms, the member's peak memory),
     then one call per chunk of the round protocol (`--warmup switch_warmup --iters per_round`). The input (the same
@@ -292,16 +343,20 @@ class NativeProgram:
             f.write(np.ascontiguousarray(x, dtype=np.float32).tobytes())
         self.input_file = Path(name)
         self.peak_mb: float | None = None
+        self.executorch = ""  # the runtime version et-bench reports (a board has no executorch package to ask)
 
     def call(self, warmup: int, iters: int) -> NativeRun:
         r = run(self.binary, self.model, threads=self.threads, warmup=warmup, iters=iters, timeout=self.timeout,
                 input_file=self.input_file)
         if r.peak_rss_mb is not None:
             self.peak_mb = max(self.peak_mb or 0.0, r.peak_rss_mb)
+        self.executorch = r.executorch or self.executorch
         return r
 
     def versions(self) -> dict[str, str]:
-        return {"executorch": executorch_version(), BINARY: f"{TOOL_VERSION} ({self.binary})"}
+        ours = executorch_version()
+        return {"executorch": self.executorch if ours == "unknown" and self.executorch else ours,
+                BINARY: f"{TOOL_VERSION} ({self.binary})"}
 
     def close(self) -> None:
         self.input_file.unlink(missing_ok=True)

@@ -1,4 +1,4 @@
-"""python -m devices.native build [--out DIR] | compare ARTIFACT... [--rounds N --per-round N --threads N ...]"""
+"""python -m devices.native build [--out DIR] [--arch aarch64] | compare ARTIFACT... [--rounds N ...]"""
 
 from __future__ import annotations
 
@@ -13,12 +13,14 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m devices.native", description=(
         "The native ExecuTorch runner (et-bench, devices/native/runner.cpp): build it, or time .pte files with it "
         "and with executorch.runtime interleaved in one worker."),
-        epilog="examples:\n  python -m devices.native build\n"
+        epilog="examples:\n  python -m devices.native build\n  python -m devices.native build --arch aarch64\n"
                "  python -m devices.native compare artifacts/mobileformer_26m/224x224/executorch-fp32",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("build", help="build et-bench (cached by sources and executorch version); prints its path")
     b.add_argument("--out", metavar="DIR", help="build into DIR (default: the toolkit's cache folder)")
+    b.add_argument("--arch", metavar="ARCH", help="cross-compile for another Linux machine (aarch64) against that "
+                   "platform's executorch wheel, fetched with pip and cached (default: this machine)")
     c = sub.add_parser("compare", help="time each .pte through executorch.runtime and et-bench, interleaved in rounds")
     c.add_argument("artifacts", nargs="+", help="ExecuTorch artifact directories (with manifest.json) or .pte files")
     c.add_argument("--rounds", type=bounded_int("--rounds", 1, 10_000), default=10, help="rounds (default: 10)")
@@ -39,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "build":
         from devices.native import build
 
-        print(build(args.out))
+        print(build(args.out, args.arch))
         return 0
     from devices.native.compare import compare
 
