@@ -67,6 +67,7 @@ CELL_COLUMNS = {
     "source": "TEXT",  # JSON, imported cells: tool, variant, file, sha256 and the aggregates as the tool printed them
     "optimized": "INTEGER",  # 1: the `--optimize` artifact (export/optimize.py); NULL: the plain one
     "graph": "TEXT",  # JSON: the artifact's node counts, delegated ops, bytes (export/optimize.py graph_counts)
+    "export_node": "TEXT", "timing_node": "TEXT",  # `--executor ray`: the Ray node ids; NULL: run on this machine
 }
 
 
