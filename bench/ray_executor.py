@@ -223,6 +223,11 @@ class RayDevice:
         try:
             info = self.ray.get(self.actor.start.remote("a bench run starting (ray)", opts.wait),
                                 timeout=None if opts.wait else READY_TIMEOUT_S)
+        except self.ray.exceptions.GetTimeoutError:
+            self.disconnect()
+            raise ToolkitError(f"the timing actor of device {self.name} did not start within {READY_TIMEOUT_S:.0f} s: "
+                               f"another sweep holds {resource(self.name)} (pass --wait to wait for it) or its node "
+                               "is busy") from None
         except Exception as exc:  # noqa: BLE001 - the actor could not start, or its node went away
             self.disconnect()
             raise ToolkitError(f"the timing actor of device {self.name} did not start: {one_line(exc)}") from None
