@@ -24,70 +24,15 @@ Ray is imported only here, and only when `--executor ray` is chosen.
 from __future__ import annotations
 
 import contextlib
-import logging
 import socket
 from typing import Any
 
+from devices.cluster import connect, offered, resource
 from devices.subproc import Worker, WorkerError, one_line
 from models.errors import ToolkitError
 
-NAMESPACE = "mobile-deploy-toolkit"
 READY_TIMEOUT_S = 180.0  # the timing actor's start on its node (a process importing the device code)
 EXPORT_RETRIES = 3  # Ray re-runs an export task whose node died, on another node, this many times
-
-
-def _ray() -> Any:
-    try:
-        import ray
-    except ImportError:
-        raise ToolkitError("--executor ray needs the ray package (pinned in requirements.lock): run `make setup`") \
-            from None
-    return ray
-
-
-def connect(address: str | None) -> Any:
-    """Join the cluster at `address` (None: RAY_ADDRESS, else the cluster started on this machine); one line if it
-    cannot be reached or runs another Ray version."""
-    ray = _ray()
-    if ray.is_initialized():
-        return ray
-    where = address or "auto"
-    if address:
-        _probe(address)
-    try:
-        ray.init(address=where, namespace=NAMESPACE, log_to_driver=False, logging_level=logging.ERROR)
-    except Exception as exc:  # noqa: BLE001 - ConnectionError, a version mismatch (RuntimeError), a bad address
-        raise ToolkitError(f"cannot join the Ray cluster at {where}: {one_line(exc)} (start one with "
-                           "`ray start --head`, see docs/cluster.md)") from None
-    return ray
-
-
-def _probe(address: str) -> None:
-    """A cluster address that nothing listens on is said at once (ray.init would retry it for minutes)."""
-    host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit() or not host:
-        raise ToolkitError(f"--ray-address {address!r} is not HOST:PORT (the head's GCS port, e.g. 10.0.0.5:6379)")
-    try:
-        socket.create_connection((host, int(port)), timeout=5).close()
-    except OSError as exc:
-        raise ToolkitError(f"cannot join the Ray cluster at {address}: nothing answers there ({exc.strerror or exc}); "
-                           "start one with `ray start --head`, see docs/cluster.md") from None
-
-
-def resource(device: str) -> str:
-    return f"device:{device}"
-
-
-def offered(ray: Any) -> dict[str, list[str]]:
-    """Device name -> the ids of the live nodes that offer it (their `device:<name>` resource)."""
-    out: dict[str, list[str]] = {}
-    for node in ray.nodes():
-        if not node.get("Alive"):
-            continue
-        for key in node.get("Resources", {}):
-            if key.startswith("device:"):
-                out.setdefault(key.removeprefix("device:"), []).append(node["NodeID"])
-    return out
 
 
 # --------------------------------------------------------------------------------------------- exports
@@ -115,7 +60,7 @@ def export_cells(work: Any, runnable: list[Any], exporters: list[Worker], progre
     (and failures stored) by the driver as they come back, exactly as the local export phase does. `steps` are
     the sweep's own (export_groups, export_request, take_export), passed in so data flows one way."""
     export_groups, export_request, take_export = steps
-    ray = _ray()
+    ray = connect(work.opts.ray_address)
     sizes: dict[tuple, tuple[int, int]] = {}
     artifacts: dict[str, tuple[str, dict]] = {}
     task, groups = export_groups(work, runnable, progress)

@@ -26,6 +26,7 @@ from pathlib import Path
 import psutil
 import pytest
 from conftest import MF, SMALL, wait_for_first_pass
+from test_bench import cells as rows
 
 ROOT = Path(__file__).resolve().parent.parent
 RAY = Path(sys.executable).parent / "ray"
@@ -174,14 +175,6 @@ def bench(*args: str, env: dict, timeout: float = 400, wait: bool = True):
     return proc.returncode, out, err
 
 
-def rows(store: Path) -> list[dict]:
-    conn = sqlite3.connect(store)
-    conn.row_factory = sqlite3.Row
-    out = [dict(r) for r in conn.execute("SELECT * FROM cells")]
-    conn.close()
-    return out
-
-
 def non_null(row: dict) -> frozenset[str]:
     return frozenset(k for k, v in row.items() if v is not None and k not in NODE_COLUMNS | VOLATILE)
 
@@ -274,3 +267,9 @@ def test_no_cluster_and_no_device_are_one_line(cluster, tmp_path):
     assert "no node of the Ray cluster offers device phone9" in err and len(err.strip().splitlines()) == 1, err
     rc, out, err = bench("run", "--ray-address", cluster.address, env=env)
     assert rc != 0 and "--ray-address needs --executor ray" in err
+    r = subprocess.run([sys.executable, "-m", "devices", "list", "--executor", "ray", "--ray-address",
+                        cluster.address], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    device_nodes = [n["id"] for n in cluster.nodes() if n["alive"] and "device:host" in n["resources"]]
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    lines = [x for x in r.stdout.splitlines() if x.startswith("host ")]
+    assert len(lines) == 1 and device_nodes[0] in lines[0], r.stdout
