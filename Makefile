@@ -29,7 +29,7 @@ override PY         := $(VENV)/bin/python
 # why:    make why [MODELS=a,b] [FORMATS=onnx] [RES=128,512] [ITERS=100] [THREADS=1] [DEVICE=host]
 # bench:  make bench [MODELS=a,b] [FORMATS=onnx,tflite] [RES=128,224] [ITERS=100] [ROUNDS=10] [WARMUP=10]
 #                    [THREADS=1] [PRECISION=fp32,int8] [OPTIMIZE=both|on|off]
-#                    [DEVICE=host] [PROFILES=my-devices.toml]
+#                    [DEVICE=host] [PROFILES=my-devices.toml] [EXECUTOR=local|ray]
 # A variable left unset is not passed at all: the defaults live in one place (models/defaults.py and the tools'
 # own --help), not here.
 TARGET     ?= all
@@ -38,8 +38,7 @@ TARGET     ?= all
 # ("$$MODEL"), never pasted into the recipe text: `make export MODEL='x; rm -rf ~'` is just a bad model name.
 # (PYTEST_ARGS is split into words, with globbing off, and never evaluated.)
 USER_VARS  := TARGET MODEL PRECISION CALIBRATION MODELS FORMATS ITERS ROUNDS WARMUP THREADS DEVICE PROFILES RES PYTEST_ARGS \
-              ARCH OPTIMIZE
-              OPTIMIZE
+              ARCH OPTIMIZE EXECUTOR
 $(foreach v,$(USER_VARS),$(eval override $(v) := $$(value $(v))))
 export PYTHON VENV_CACHE VENV_DIR $(USER_VARS)
 
@@ -83,7 +82,7 @@ bench: setup
 	  $${MODELS:+--models "$$MODELS"} $${FORMATS:+--formats "$$FORMATS"} $${RES:+--res "$$RES"} \
 	  $${ITERS:+--iters "$$ITERS"} $${ROUNDS:+--rounds "$$ROUNDS"} $${WARMUP:+--warmup "$$WARMUP"} \
 	  $${THREADS:+--threads "$$THREADS"} $${PRECISION:+--precision "$$PRECISION"} \
-	  $${OPTIMIZE:+--optimize "$$OPTIMIZE"}
+	  $${OPTIMIZE:+--optimize "$$OPTIMIZE"} $${EXECUTOR:+--executor "$$EXECUTOR"}
 
 why: setup
 	$(PY) -m bench why $${DEVICE:+--device "$$DEVICE"} $${PROFILES:+--profiles "$$PROFILES"} \

@@ -140,6 +140,13 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--no-report", action="store_true", help="do not render the report at the end")
     r.add_argument("--wait", action="store_true",
                    help="if another sweep is timing on the device, wait for it (default: stop with one line)")
+    r.add_argument("--executor", choices=("local", "ray"), default="local",
+                   help="local: export and time on this machine; ray: exports as tasks on any node of a Ray "
+                        "cluster, timing on the node that offers the resource device:<name> (docs/cluster.md) "
+                        "(default: %(default)s)")
+    r.add_argument("--ray-address", metavar="ADDR",
+                   help="the Ray cluster to join with --executor ray, e.g. 10.0.0.5:6379 (default: RAY_ADDRESS, "
+                        "else the cluster started on this machine)")
 
     rep = sub.add_parser("report", help="re-render a run's report from the store (default: the latest run); "
                                         "with several --run, the devices side by side", epilog=EPILOG,
@@ -221,6 +228,8 @@ def cmd_run(args: argparse.Namespace, argv: list[str] | None) -> int:
     from bench import sweep
     from devices.rounds import DEFAULT_SWITCH_WARMUP
 
+    if args.ray_address and args.executor != "ray":
+        raise ToolkitError("--ray-address needs --executor ray")
     models_arg = args.models
     if args.probes:
         import models
@@ -238,7 +247,7 @@ def cmd_run(args: argparse.Namespace, argv: list[str] | None) -> int:
                          new=args.new, seed=args.seed, timeout=args.timeout, export_timeout=args.export_timeout,
                          export_jobs=args.export_jobs,
                          retry_failed=args.retry_failed, report=not args.no_report, wait=args.wait,
-                         profiles=args.profiles,
+                         profiles=args.profiles, executor=args.executor, ray_address=args.ray_address,
                          argv=["python", "-m", "bench", *(argv if argv is not None else sys.argv[1:])])
     res = sweep.run(sweep_args, opts)
     c = res.counts

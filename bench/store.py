@@ -68,6 +68,7 @@ CELL_COLUMNS = {
     "quant": "TEXT",  # JSON, int8 cells: per op kind int8 / float, conversions, parity figures (bench/sweep.py _quant)
     "optimized": "INTEGER",  # 1: the `--optimize` artifact (export/optimize.py); NULL: the plain one
     "graph": "TEXT",  # JSON: the artifact's node counts, delegated ops, bytes (export/optimize.py graph_counts)
+    "export_node": "TEXT", "timing_node": "TEXT",  # `--executor ray`: the Ray node ids; NULL: run on this machine
 }
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import datetime as _dt
+import functools
 import hashlib
 import itertools
 import json
@@ -346,8 +347,9 @@ def _quant(manifest: dict[str, Any] | None) -> str | None:
 
 def cell_row(run_id: str, seq: int, cell: Cell, *, args: SweepArgs, status: str, manifest: dict | None = None,
              artifact: str | None = None, size: tuple[int, int] | None = None, measurement: Any = None,
-             stage: str | None = None, error: str | None = None, session: str | None = None) -> dict[str, Any]:
-    """One tidy row of the cells table."""
+             stage: str | None = None, error: str | None = None, session: str | None = None,
+             nodes: dict[str, str] | None = None) -> dict[str, Any]:
+    """One tidy row of the cells table (`nodes`: the Ray nodes that exported and timed it, --executor ray)."""
     m = manifest or {}
     params, madds = size if size else (m.get("params"), m.get("madds"))
     row: dict[str, Any] = {
@@ -361,6 +363,7 @@ def cell_row(run_id: str, seq: int, cell: Cell, *, args: SweepArgs, status: str,
         "artifact_bytes": m.get("file_bytes"), "export_seconds": m.get("export_seconds"), **_parity(manifest),
         "quant": _quant(manifest),
         "status": status, "stage": stage, "error": error, "finished": _now(),
+        "export_node": (nodes or {}).get("export_node"), "timing_node": (nodes or {}).get("timing_node"),
     }
     if measurement is not None:
         rounds = measurement.rounds or None
@@ -460,6 +463,8 @@ class Options:
     argv: list[str] | None = None
     wait: bool = False  # wait for a device another sweep is timing, instead of stopping
     profiles: Path | None = None  # a device profiles file (default: devices/devices.toml)
+    executor: str = "local"  # "local": this machine's export workers and device; "ray": bench/ray_executor.py
+    ray_address: str | None = None  # the Ray cluster to join (None: RAY_ADDRESS, else the one started here)
 
 
 def run(args: SweepArgs, opts: Options, console: Any = None) -> SweepResult:
@@ -483,6 +488,14 @@ def run(args: SweepArgs, opts: Options, console: Any = None) -> SweepResult:
         _check_reports_folder(opts.reports)
     store = Store.open(opts.store)  # a bad store is said at once, before waiting for the device
     try:
+        if opts.executor == "ray":  # the device's lock is taken on the node that holds it, by its timing actor
+            from bench import ray_executor
+
+            remote = ray_executor.RayDevice(device, opts, say=console.print)
+            try:
+                return _run_locked(args, opts, console, remote, store, ray_executor.NodeLock(remote), t_start)
+            finally:
+                remote.disconnect()
         with DeviceLock(device.name, "a bench run starting", wait=opts.wait, say=console.print) as lock:
             return _run_locked(args, opts, console, device, store, lock, t_start)
     finally:
@@ -585,17 +598,24 @@ class WorkContext:
     seq: dict[str, int]
     deferred: _Deferred
     result: SweepResult
+    export_nodes: dict[str, str] = field(default_factory=dict)  # cell key -> the Ray node that exported it
+    timed_on: dict[str, str] = field(default_factory=dict)  # artifact -> the Ray node that timed it
+
+    def _nodes(self, cell: Cell, kw: dict[str, Any]) -> dict[str, str]:
+        return {"export_node": self.export_nodes.get(cell.key), "timing_node": self.timed_on.get(kw.get("artifact"))}
 
     def save(self, cell: Cell, **kw: Any) -> None:
         """Store one cell; Ctrl-C during the write is raised right after it commits."""
         with self.deferred.held():
-            self.store.add_cell(cell_row(self.run_id, self.seq[cell.key], cell, args=self.args, **kw))
+            self.store.add_cell(cell_row(self.run_id, self.seq[cell.key], cell, args=self.args,
+                                         nodes=self._nodes(cell, kw), **kw))
 
     def save_group(self, cells: list[tuple[Cell, dict[str, Any]]]) -> None:
         """Store a group's cells in one transaction: a group is stored whole or not at all (a resumed run re-times
         a group that was cut off, so its members' rounds stay paired)."""
         with self.deferred.held():
-            self.store.add_cells([cell_row(self.run_id, self.seq[c.key], c, args=self.args, **kw) for c, kw in cells])
+            self.store.add_cells([cell_row(self.run_id, self.seq[c.key], c, args=self.args, nodes=self._nodes(c, kw),
+                                           **kw) for c, kw in cells])
 
 
 @dataclass
@@ -616,12 +636,17 @@ def _work(store: Store, args: SweepArgs, opts: Options, run_id: str, seq: dict[s
         TimeRemainingColumn,
     )
 
-    work = WorkContext(store, args, opts, run_id, seq, deferred, result)
+    work = WorkContext(store, args, opts, run_id, seq, deferred, result, timed_on=getattr(device, "timed_on", {}))
     plan = plan_cells(todo, device)
+    export: Any = export_cells
+    if opts.executor == "ray":  # the same steps, the groups as Ray tasks (bench/ray_executor.py)
+        from bench import ray_executor
+
+        export = functools.partial(ray_executor.export_cells, steps=(export_groups, export_request, take_export))
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("elapsed"),
                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[cell]}"))
     with Progress(*columns, console=console, transient=False) as progress:
-        artifacts, sizes = export_cells(work, plan.runnable, exporters, progress)
+        artifacts, sizes = export(work, plan.runnable, exporters, progress)
         exporter = exporters[0]  # for the info requests of cells not run here
         _store_not_run(work, plan.not_run, sizes, exporter)
         exporter.kill()  # free its memory (torch, converters) before timing anything
@@ -648,42 +673,18 @@ def export_cells(work: WorkContext, runnable: list[Cell], exporters: list[Worker
     export workers: nothing is timed yet, so exports may use every core. Returns (cell key -> (artifact, manifest),
     (model, overrides, resolution) -> (params, MAdds)).
     """
-    store, opts, run_id = work.store, work.opts, work.run_id
     sizes: dict[tuple, tuple[int, int]] = {}
     artifacts: dict[str, tuple[str, dict]] = {}
-    grouped = sorted(runnable, key=lambda c: (c.model, c.overrides, c.res, c.format))
-    task = progress.add_task("export ", total=len(grouped), cell="")
-    groups: dict[tuple, list[Cell]] = {}
-    for cell in grouped:
-        if store.has_cell(run_id, cell.key):
-            progress.advance(task)
-        else:
-            groups.setdefault((cell.model, cell.overrides, cell.res), []).append(cell)
+    task, groups = export_groups(work, runnable, progress)
     idle: queue.Queue[Worker] = queue.Queue()
     for w in exporters:
         idle.put(w)
     pool = concurrent.futures.ThreadPoolExecutor(len(exporters), thread_name_prefix="export")
     try:
-        futures = [pool.submit(_export_group, g, idle, opts) for g in groups.values()]
+        futures = [pool.submit(_export_group, g, idle, work.opts) for g in groups]
         for fut in concurrent.futures.as_completed(futures):
             for cell, reply in fut.result():
-                progress.update(task, cell=cell.label())
-                manifest = reply.get("manifest")
-                if manifest and manifest.get("madds"):
-                    sizes[(cell.model, cell.overrides, cell.res)] = (manifest["params"], manifest["madds"])
-                if reply["ok"]:
-                    artifacts[cell.key] = (mode_artifact(reply["artifact"], cell.mode), manifest)
-                    if not reply.get("cached"):
-                        verdict = (manifest.get("parity") or {}).get("verdict", "?")
-                        progress.console.print(f"  export  {cell.label()}: "
-                                               f"{manifest.get('export_seconds', 0):.0f} s, parity {verdict}",
-                                               markup=False)
-                else:
-                    work.save(cell, status="failed", stage=reply["stage"], error=reply["error"], manifest=manifest,
-                              artifact=reply.get("artifact"))
-                    progress.console.print(f"  failed  {cell.label()}: [{reply['stage']}] "
-                                           f"{escape(reply['error'], 'terminal')}", markup=False)
-                progress.advance(task)
+                take_export(work, progress, task, cell, reply, artifacts, sizes)
     except BaseException:
         for w in exporters:  # unblock the threads waiting on a child for good, then drop queued groups
             w.stop()
@@ -693,15 +694,55 @@ def export_cells(work: WorkContext, runnable: list[Cell], exporters: list[Worker
     return artifacts, sizes
 
 
+def export_groups(work: WorkContext, runnable: list[Cell], progress: Any) -> tuple[Any, list[list[Cell]]]:
+    """The export phase's progress task and the cells still to export, grouped by model and resolution (one
+    torch.export capture serves every format of a group)."""
+    grouped = sorted(runnable, key=lambda c: (c.model, c.overrides, c.res, c.format))
+    task = progress.add_task("export ", total=len(grouped), cell="")
+    groups: dict[tuple, list[Cell]] = {}
+    for cell in grouped:
+        if work.store.has_cell(work.run_id, cell.key):
+            progress.advance(task)
+        else:
+            groups.setdefault((cell.model, cell.overrides, cell.res), []).append(cell)
+    return task, list(groups.values())
+
+
+def export_request(cell: Cell, opts: Options) -> dict[str, Any]:
+    """The export worker's request for one cell (bench/export_worker.py)."""
+    return {"op": "export", "model": cell.model, "overrides": dict(cell.overrides), "format": cell.format,
+            "converter": cell.converter, "precision": cell.precision, "res": list(cell.res),
+            "out": str(opts.artifacts), "optimize": cell.optimized}
+
+
+def take_export(work: WorkContext, progress: Any, task: Any, cell: Cell, reply: dict[str, Any],
+                artifacts: dict[str, tuple[str, dict]], sizes: dict[tuple, tuple[int, int]]) -> None:
+    """One export's reply: an artifact to time (into `artifacts`), or a failed cell stored at once."""
+    progress.update(task, cell=cell.label())
+    manifest = reply.get("manifest")
+    if manifest and manifest.get("madds"):
+        sizes[(cell.model, cell.overrides, cell.res)] = (manifest["params"], manifest["madds"])
+    if reply["ok"]:
+        artifacts[cell.key] = (mode_artifact(reply["artifact"], cell.mode), manifest)
+        if not reply.get("cached"):
+            verdict = (manifest.get("parity") or {}).get("verdict", "?")
+            progress.console.print(f"  export  {cell.label()}: {manifest.get('export_seconds', 0):.0f} s, parity "
+                                   f"{verdict}", markup=False)
+    else:
+        work.save(cell, status="failed", stage=reply["stage"], error=reply["error"], manifest=manifest,
+                  artifact=reply.get("artifact"))
+        progress.console.print(f"  failed  {cell.label()}: [{reply['stage']}] {escape(reply['error'], 'terminal')}",
+                               markup=False)
+    progress.advance(task)
+
+
 def _export_group(group: list[Cell], idle: queue.Queue[Worker], opts: Options) -> list[tuple[Cell, dict[str, Any]]]:
     """One group's exports in whichever export worker is idle (a pool thread waits here for one)."""
     worker = idle.get()
     try:
         replies = []
         for cell in group:
-            req = {"op": "export", "model": cell.model, "overrides": dict(cell.overrides),
-                   "format": cell.format, "converter": cell.converter, "precision": cell.precision,
-                   "res": list(cell.res), "out": str(opts.artifacts), "optimize": cell.optimized}
+            req = export_request(cell, opts)
             try:
                 reply = worker.call(req, opts.export_timeout)
             except WorkerError as exc:
@@ -862,24 +903,6 @@ def group_id(cells: list[Cell]) -> str:
     return hashlib.sha256(json.dumps(sorted(c.key for c in cells)).encode()).hexdigest()[:16]
 
 
-def _encode_member(m: Any) -> dict[str, Any] | None:
-    from devices.base import Measurement
-
-    if m is None:
-        return None
-    if isinstance(m, Measurement):
-        return {"ok": True, "measurement": m.as_dict()}
-    return {"ok": False, "stage": getattr(m, "stage", "run"), "error": str(m)}
-
-
-def _decode_member(d: dict[str, Any] | None) -> Any:
-    from devices.base import MeasureError, Measurement
-
-    if d is None:
-        return None
-    return Measurement(**d["measurement"]) if d.get("ok") else MeasureError(d.get("error", "?"), d.get("stage", "run"))
-
-
 def time_cells(work: WorkContext, todo: list[Cell], artifacts: dict[str, tuple[str, dict]], device: Any,
                progress: Any) -> None:
     """The measuring loop, in passes: every group (the cells compared with each other) gets `rounds / passes`
@@ -891,7 +914,7 @@ def time_cells(work: WorkContext, todo: list[Cell], artifacts: dict[str, tuple[s
     further passes while it has run fewer than `max_rounds` rounds (the rule: docs/bench.md, "Rounds"); then its
     cells are stored whole. On a host device the loop holds the machine's timing cores.
     """
-    from devices.base import MeasureError, Measurement
+    from devices.base import MeasureError, Measurement, decode_result, encode_result
 
     store, args, opts, run_id = work.store, work.args, work.opts, work.run_id
     run_seed = (store.run(run_id) or {}).get("seed") or 0
@@ -911,7 +934,7 @@ def time_cells(work: WorkContext, todo: list[Cell], artifacts: dict[str, tuple[s
             results: list[Any] = [None] * len(g)
             done = set()
             for pass_no, payload in store.passes(run_id, gid):
-                results = _absorb(results, [_decode_member(m) for m in payload])
+                results = _absorb(results, [decode_result(m) for m in payload])
                 done.add(pass_no)
             state[gid] = {"cells": g, "results": results, "done": done, "paths": [artifacts[c.key][0] for c in g]}
             for c in g:
@@ -976,7 +999,7 @@ def time_cells(work: WorkContext, todo: list[Cell], artifacts: dict[str, tuple[s
                 for i, m in zip(alive, new):
                     full[i] = m
                 with work.deferred.held():
-                    store.add_pass(run_id, gid, pass_no, [_encode_member(m) for m in full])
+                    store.add_pass(run_id, gid, pass_no, [encode_result(m) for m in full])
                 st["results"] = _absorb(st["results"], full)
             st["done"].add(pass_no)
             if pass_no < args.passes:

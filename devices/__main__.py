@@ -26,7 +26,12 @@ def main(argv: list[str] | None = None) -> int:
                "docs/devices.md explains each kind (host, ssh, macos) and its keys.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
-    ls = sub.add_parser("list", help="device profiles")
+    ls = sub.add_parser("list", help="device profiles (with --executor ray: the devices a Ray cluster's nodes offer)")
+    ls.add_argument("--executor", choices=("local", "ray"), default="local",
+                    help="ray: the devices the nodes of a Ray cluster offer (their device:<name> resource) and on "
+                         "which node (docs/cluster.md) (default: %(default)s, the profiles)")
+    ls.add_argument("--ray-address", metavar="ADDR", help="the Ray cluster (default: RAY_ADDRESS, else the one "
+                                                          "started on this machine)")
     d = sub.add_parser("describe", help="CPU, cores, OS and runtime versions of a device (JSON)")
     d.add_argument("name")
     c = sub.add_parser("check", help="is the device ready: reachable, runtimes there, formats it runs, free disk "
@@ -73,6 +78,17 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--wait", action="store_true", help="wait if another job is timing on the device")
     args = ap.parse_args(argv)
 
+    if args.cmd == "list" and args.executor == "ray":
+        from devices.cluster import nodes_table
+
+        profs = devices.profiles(args.profiles)
+        rows = [[name, node, addr, profs.get(name, {}).get("kind", "no profile here")]
+                for name, node, addr in nodes_table(args.ray_address)]
+        if not rows:
+            print("no node of the Ray cluster offers a device (start one with --resources '{\"device:<name>\": 1}')")
+            return 0
+        print_table(["device", "node id", "node address", "kind"], rows)
+        return 0
     if args.cmd == "list":
         print_table(["device", "kind", "description"], [[name, prof.get("kind", "host"), prof.get("description", "")]
                                                        for name, prof in devices.profiles(args.profiles).items()])

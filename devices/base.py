@@ -44,6 +44,21 @@ class Measurement:
         return asdict(self)
 
 
+def encode_result(m: Measurement | MeasureError | None) -> dict[str, Any] | None:
+    """A member's result as JSON-able data (the store's passes table, the Ray executor's replies)."""
+    if m is None:
+        return None
+    if isinstance(m, Measurement):
+        return {"ok": True, "measurement": m.as_dict()}
+    return {"ok": False, "stage": getattr(m, "stage", "run"), "error": str(m)}
+
+
+def decode_result(d: dict[str, Any] | None) -> Measurement | MeasureError | None:
+    if d is None:
+        return None
+    return Measurement(**d["measurement"]) if d.get("ok") else MeasureError(d.get("error", "?"), d.get("stage", "run"))
+
+
 class Device(Protocol):
     """A place to run artifacts: only what every kind (this machine, a board over ssh, a phone over adb) can honour.
     Policy of one kind (the host's pinning, a phone's cool-down) lives in that kind's profile."""
