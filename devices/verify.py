@@ -5,6 +5,7 @@ verdict written into the artifact's manifest with the device that produced it.
 Why: on Linux a Core ML package cannot execute, so export records its parity as "not run: needs macOS"; the first
 Mac that runs it settles the question. On a board of another architecture (an aarch64 board, emulated or real) the
 artifact already passed here; what is new is what that machine's kernels compute (NEON, native FP16 arithmetic).
+An int8 artifact is gated against the same file run here, in its output steps (`_int8_reference`).
 
 What the manifest gets: `device_parity[<device name>]`, always: the device's record (figures on the random inputs
 and the photographs against PyTorch, verdict, thresholds), the device (name, kind, machine, CPU features, whether it
@@ -51,7 +52,7 @@ def check_on_device(dev: Any, artifact: str | Path, *, units: str | None = None,
         on_device.append(y)
         return y
 
-    record = parity.check(m, net, lambda: runner, None)
+    record = parity.check(m, net, lambda: runner, None, quantized=_int8_reference(art, m, threads))
     record["device"] = {"name": dev.name, "kind": dev.kind, **({"compute_units": units} if units else {}),
                         **_about(dev, art)}
     record["checked"] = time.strftime("%Y-%m-%dT%H:%M:%S")
@@ -68,6 +69,28 @@ def check_on_device(dev: Any, artifact: str | Path, *, units: str | None = None,
     tmp.write_text(json.dumps(m, indent=2, sort_keys=True) + "\n")
     os.replace(tmp, path)
     return record
+
+
+def _int8_reference(art: Any, m: dict[str, Any], threads: int) -> Any:
+    """int8: what a device's outputs are gated against. The file passed against its quantized reference (a PT2E
+    model in PyTorch, or a reference kernel) when it was exported here; rebuilding that reference on every device
+    check would repeat the calibration, so the device is held to the same file run by this computer's runtime, in
+    the file's output steps and with the same int8 thresholds (integer kernels of two architectures may round a
+    requantization differently: about a step per layer). None when this computer cannot run the format (the check
+    then says there is no reference), or for fp32/fp16 artifacts."""
+    if m.get("precision") != "int8":
+        return None
+    import numpy as np
+
+    import export
+    from export import quant
+
+    if export.runs_here(m["format"]) is not None:
+        return None
+    fn = export.load(art, threads=threads)
+    step = ((m.get("details") or {}).get("int8") or {}).get("output_step")
+    return quant.Reference(lambda x: np.asarray(fn(x), dtype=np.float32).reshape(len(x), -1),
+                           f"the same file on this computer ({platform.machine()})", step)
 
 
 def figure_sets(record: dict[str, Any]) -> dict[str, dict[str, Any]]:

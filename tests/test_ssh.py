@@ -398,11 +398,29 @@ def test_a_mac_over_ssh_that_is_not_a_mac_says_so(board, tmp_path):
         dev.close()
 
 
+@pytest.mark.export
+def test_an_int8_file_on_the_board_is_held_to_the_same_file_here_in_output_steps(board, tmp_path):
+    """int8 on a device: its quantized reference is not rebuilt there; the gate is the same file run by this
+    computer's runtime, in the file's output steps (here the board is this machine: 0 steps)."""
+    import export
+
+    art = export.export(SMALL, "onnx", 64, precision="int8", out=tmp_path / "art")
+    assert art.ok, art.manifest["parity"]
+    profiles = board.profiles(tmp_path / "p.toml")
+    r = devices_cli("parity", "board", str(art.dir), "--profiles", str(profiles), timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "parity on board: passed" in r.stdout
+    entry = json.loads((Path(art.dir) / "manifest.json").read_text())["device_parity"]["board"]
+    q = entry["quantized"]
+    assert q["reference"].startswith("the same file on this computer") and q["step"] > 0
+    assert q["random"]["p50_steps"] == 0 and q["images"]["max_steps"] == 0
+
 @pytest.mark.bench
 def test_parity_checked_on_the_board_updates_the_manifest(board, tmp_path, artifacts):
     import shutil
 
-    src = next(p.parent for p in artifacts.rglob("manifest.json") if "64x64" in str(p) and SMALL in str(p))
+    src = next(p.parent for p in sorted(artifacts.rglob("manifest.json")) if "64x64" in str(p) and SMALL in str(p)
+               and json.loads(p.read_text()).get("precision") == "fp32")  # other tests add int8 files here
     art = tmp_path / "art"
     shutil.copytree(src, art)
     profiles = board.profiles(tmp_path / "p.toml")
