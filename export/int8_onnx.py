@@ -23,7 +23,6 @@ each remaining QuantizeLinear / DequantizeLinear one int8 <-> float conversion).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import io
 import tempfile
 import time
@@ -59,11 +58,7 @@ def _static(job: Job) -> Converted:
     from export import onnx as onnx_format
 
     stages: dict[str, float] = {}
-    work = job.out_dir / "work"
-    work.mkdir()
-    t = time.perf_counter()
-    src = onnx_format.convert(dataclasses.replace(job, out_dir=work, precision="fp32", stem="fp32"))
-    stages["fp32_export"] = time.perf_counter() - t
+    src, work, stages["fp32_export"] = job.source(onnx_format.convert, "work", stem="fp32")
     t = time.perf_counter()
     pre = work / "pre.onnx"
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):

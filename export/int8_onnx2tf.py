@@ -15,7 +15,6 @@ The quantized reference is the same file on LiteRT's reference kernels (export/i
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 import time
@@ -34,12 +33,8 @@ def convert(job: Job) -> Converted:
     from export import onnx as onnx_format
     from export import tflite_onnx2tf as o2t
 
-    work = job.out_dir / "onnx2tf-work"
-    work.mkdir()
-    t0 = time.perf_counter()
-    src = onnx_format.convert(dataclasses.replace(job, out_dir=work, precision="fp32", converter="torch-dynamo",
-                                                  stem="source"))
-    stages = {"onnx": time.perf_counter() - t0}
+    src, work, onnx_s = job.source(onnx_format.convert, o2t.WORK, converter="torch-dynamo", stem="source")
+    stages = {"onnx": onnx_s}
     o2t._write_calibration(work / o2t.CALIBRATION)  # the sample file of its per-op checks: nothing is fetched
     s = models.spec(job.name)
     mean, std = np.asarray(s.mean, np.float32), np.asarray(s.std, np.float32)

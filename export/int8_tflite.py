@@ -18,7 +18,6 @@ where the kernel needs it), one with a float output stayed float; QUANTIZE (floa
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import io
 import os
 import time
@@ -41,11 +40,7 @@ def _static(job: Job) -> Converted:
     from export import tflite
 
     stages: dict[str, float] = {}
-    work = job.out_dir / "work"
-    work.mkdir()
-    t = time.perf_counter()
-    src = tflite.convert(dataclasses.replace(job, out_dir=work, precision="fp32", stem="fp32"))
-    stages["fp32_export"] = time.perf_counter() - t
+    src, work, stages["fp32_export"] = job.source(tflite.convert, "work", stem="fp32")
     path = job.out_dir / f"{job.stem}.tflite"
     t = time.perf_counter()
     recipe_name = aeq_static(src.file, path, quant.calibration_batch(job), "litert-torch's fp32 file")
@@ -175,15 +170,8 @@ def inspect(file: Path) -> dict[str, Any]:
     """Per builtin op kind, how many produce integer tensors (int8) and how many float ones (see the docstring)."""
     from export import tflite
 
-    schema = tflite._schema()
-    data = tflite._check_file(file)
-    model = schema.Model.GetRootAs(data, 0)
-    ops_names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-    types = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
-    codes = []
-    for i in range(model.OperatorCodesLength()):
-        oc = model.OperatorCodes(i)
-        codes.append(ops_names.get(max(oc.BuiltinCode(), oc.DeprecatedBuiltinCode()), "CUSTOM"))
+    model, op_codes, types = tflite.read_model(file)
+    codes = [name if builtin else "CUSTOM" for builtin, name in op_codes]
     sg = model.Subgraphs(0)
     def has_data(t: int) -> bool:
         b = sg.Tensors(t).Buffer()

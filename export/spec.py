@@ -86,4 +86,15 @@ class Job:
         """torch.export.export(model, example) at this resolution, captured once per process."""
         return self._capture()
 
+    def source(self, convert: Callable[[Job], Converted], folder: str, **changes: Any) -> tuple[Converted, Path,
+                                                                                                 float]:
+        """An fp32 file another converter starts from, made by `convert` in a fresh work folder `folder` of this
+        job's output directory (fields of this job replaced by `changes`): the file, the folder, the seconds."""
+        import dataclasses
+        import time
 
+        work = self.out_dir / folder
+        work.mkdir()
+        t = time.perf_counter()
+        src = convert(dataclasses.replace(self, out_dir=work, precision="fp32", **changes))
+        return src, work, time.perf_counter() - t

@@ -111,8 +111,8 @@ def _check_file(file: Path) -> bytes:
     return data
 
 
-def inspect(file: Path) -> dict[str, Any]:
-    """What the flatbuffer holds: builtin op histogram, non-builtin ops, subgraphs, weight dtypes."""
+def read_model(file: Path) -> tuple[Any, list[tuple[bool, str]], dict[int, str]]:
+    """The checked flatbuffer's root Model, its operator codes as (builtin?, name) and the tensor type names."""
     schema = _schema()
     data = _check_file(file)
     model = schema.Model.GetRootAs(data, 0)
@@ -126,6 +126,12 @@ def inspect(file: Path) -> dict[str, Any]:
             codes.append((False, (oc.CustomCode() or b"?").decode()))
         else:
             codes.append((True, builtin_names.get(code, f"BUILTIN_{code}")))
+    return model, codes, type_names
+
+
+def inspect(file: Path) -> dict[str, Any]:
+    """What the flatbuffer holds: builtin op histogram, non-builtin ops, subgraphs, weight dtypes."""
+    model, codes, type_names = read_model(file)
     builtin: Counter[str] = Counter()
     custom: Counter[str] = Counter()
     weights: Counter[str] = Counter()

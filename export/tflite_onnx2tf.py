@@ -26,7 +26,6 @@ Decisions (each met on this machine; docs/export.md keeps the measurements, per 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import io
 import json
 import os
@@ -48,6 +47,7 @@ OPTIONS = {"non_verbose": True, "not_use_onnxsim": True, "replace_to_pseudo_oper
 FAST = {"disable_strict_mode": True}  # -dsm: skip onnx2tf's per-op accuracy search
 CALIBRATION = "calibration_image_sample_data_20x128x128x3_float32.npy"
 TIMEOUT_S = 3600
+WORK = "onnx2tf-work"  # the work folder in the job's output directory
 CHECK_SAMPLES = 2
 
 
@@ -55,12 +55,8 @@ def convert(job: Job) -> Converted:
     from export import onnx as onnx_format
     from export import tflite
 
-    work = job.out_dir / "onnx2tf-work"
-    work.mkdir()
-    t0 = time.perf_counter()
-    src = onnx_format.convert(dataclasses.replace(job, out_dir=work, precision="fp32", converter="torch-dynamo",
-                                                  stem="source"))
-    seconds = {"onnx": time.perf_counter() - t0}
+    src, work, onnx_s = job.source(onnx_format.convert, WORK, converter="torch-dynamo", stem="source")
+    seconds = {"onnx": onnx_s}
     _write_calibration(work / CALIBRATION)
     replacements = layout_replacements(src.file)
     options = dict(OPTIONS)
