@@ -132,6 +132,10 @@ def main(argv: list[str] | None = None) -> int:
             for key, f in (rec.get("vs_host") or {}).items():
                 print(f"{key}: {dev.name} vs this computer: max_abs {f['max_abs']:.2e}, max_rel {f['max_rel']:.2e}, "
                       f"cosine {f['cosine']:.6f}, top-1 agreement {f['top1']:.0%}")
+            q = rec.get("quantized") or {}  # int8: the gate, in output steps (devices/verify.py)
+            for key, f in ((k, v) for k, v in q.items() if isinstance(v, dict) and "p50_steps" in v):
+                print(f"{key}: {dev.name} vs {q['reference']}: median {f['p50_steps']:.0f} output steps, at most "
+                      f"{f['max_steps']:.0f}, {f['within_one_step']:.0%} within one step, cosine {f['cosine']:.4f}")
             print(f"parity on {dev.name}: {rec['verdict']}" + (f" ({rec['reason']})" if rec.get("reason") else "")
                   + f"; written to {args.artifact}/manifest.json (device_parity.{dev.name})")
             return 0 if rec["verdict"] == "passed" else 1

@@ -410,6 +410,7 @@ def test_an_int8_file_on_the_board_is_held_to_the_same_file_here_in_output_steps
     r = devices_cli("parity", "board", str(art.dir), "--profiles", str(profiles), timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "parity on board: passed" in r.stdout
+    assert "random: board vs the same file on this computer (x86_64): median 0 output steps, at most 0" in r.stdout
     entry = json.loads((Path(art.dir) / "manifest.json").read_text())["device_parity"]["board"]
     q = entry["quantized"]
     assert q["reference"].startswith("the same file on this computer") and q["step"] > 0
