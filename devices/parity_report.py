@@ -56,8 +56,17 @@ def collect(artifacts: Path) -> list[dict[str, Any]]:
                          "precision": m.get("precision"), "device": name, "about": dev,
                          "verdict": rec.get("verdict"), "reason": rec.get("reason"), "arm": worst(rec),
                          "x86": worst(rec.get("host") or {}), "vs": worst(rec.get("vs_host") or {}),
-                         "x86_machine": (rec.get("host") or {}).get("machine"), "dir": str(path.parent)})
+                         "x86_machine": (rec.get("host") or {}).get("machine"), "dir": str(path.parent),
+                         "steps": _steps(rec.get("quantized") or {})})
     return rows
+
+
+def _steps(q: dict[str, Any]) -> dict[str, float] | None:
+    """int8: the device against the same file here in output steps (devices/verify.py), worst over the sets."""
+    sets = [v for v in q.values() if isinstance(v, dict) and "p50_steps" in v]
+    if not sets:
+        return None
+    return {"p50": max(v["p50_steps"] for v in sets), "max": max(v["max_steps"] for v in sets)}
 
 
 def _precision_rank(p: str) -> int:
@@ -101,7 +110,8 @@ def summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     "vs_max_abs": pick("vs", "max_abs", max), "vs_max_rel": pick("vs", "max_rel", max),
                     "vs_cosine": pick("vs", "cosine", min), "vs_top1": pick("vs", "top1", min),
                     "x86_max_rel": pick("x86", "max_rel", max), "arm_max_rel": pick("arm", "max_rel", max),
-                    "x86_cosine": pick("x86", "cosine", min), "arm_cosine": pick("arm", "cosine", min)})
+                    "x86_cosine": pick("x86", "cosine", min), "arm_cosine": pick("arm", "cosine", min),
+                    "steps_p50": pick("steps", "p50", max), "steps_max": pick("steps", "max", max)})
     return out
 
 
@@ -121,6 +131,9 @@ def sentence(s: dict[str, Any]) -> str:
     else:
         body = (f"the outputs differ from this computer's by up to {s['vs_max_rel']:.1e} of the largest logit "
                 f"(cosine at worst {s['vs_cosine']:.6f}, top-1 agreement at worst {s['vs_top1']:.0%})")
+    if s.get("steps_p50") is not None:
+        body += (f"; in the file's output steps (the int8 gate: a median of at most 10) the median is at worst "
+                 f"{s['steps_p50']:.0f} and the largest difference {s['steps_max']:.0f} steps")
     x86, arm = s["x86_max_rel"], s["arm_max_rel"]
     tail = ""
     if x86 and arm is not None:
