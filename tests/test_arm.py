@@ -335,3 +335,21 @@ def test_each_device_keeps_its_own_parity_entry(artifacts, tmp_path):
     after = json.loads((art / "manifest.json").read_text())
     assert sorted(after["device_parity"]) == ["host", "host-unpinned"]
     assert {k: v for k, v in after.items() if k != "device_parity"} == before
+
+
+def test_the_parity_page_gives_an_int8_check_in_output_steps(tmp_path):
+    """A device's int8 record (held to the same file here, devices/verify.py) reaches the page in output steps."""
+    from devices import parity_report
+
+    figures = {"max_abs": 0.5, "max_rel": 0.2, "cosine": 0.97, "top1": 0.9, "top5": 1.0, "n": 8}
+    rec = {"verdict": "passed", "device": {"name": "arm64", "machine": "aarch64"}, "random": figures,
+           "host": {"machine": "x86_64", "random": figures}, "vs_host": {"random": figures},
+           "quantized": {"reference": "the same file on this computer (x86_64)", "step": 0.01,
+                         "random": {**figures, "p50_steps": 3.0, "max_steps": 28.0}}}
+    d = tmp_path / "a"
+    d.mkdir()
+    (d / "manifest.json").write_text(json.dumps({"model": "m", "format": "onnx", "precision": "int8",
+                                                 "resolution": [96, 96], "device_parity": {"arm64": rec}}))
+    out, n = parity_report.write(tmp_path, tmp_path / "page.md", "cmd")
+    assert n == 1
+    assert "the median is at worst 3 and the largest difference 28 steps" in Path(out).read_text()
