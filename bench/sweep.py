@@ -43,7 +43,7 @@ import models
 from bench import stats
 from bench.labels import model_label, runtime_label
 from bench.store import Store
-from bench.why_plan import mode_artifact
+from bench.why.plan import mode_artifact
 from devices.rounds import DEFAULT_PASSES, DEFAULT_PER_ROUND, DEFAULT_ROUNDS, DEFAULT_SWITCH_WARMUP
 from devices.subproc import Worker, WorkerError
 from export.hostlock import DeviceLock, timing_cores
@@ -117,7 +117,7 @@ class SweepArgs:
     passes: int = DEFAULT_PASSES  # the rounds of a group are spread over this many passes over all groups
     compute_units: tuple[str, ...] = ()  # Core ML cells, one per unit (a device that runs Core ML sets them)
     modes: tuple[str, ...] = ("",)  # runtime execution modes ("" = each format's default; others where declared)
-    plan: str = ""  # "" = the full product of the lists; "why" = bench/why_plan.py's subset (bench why)
+    plan: str = ""  # "" = the full product of the lists; "why" = bench/why/plan.py's subset (bench why)
     optimize: tuple[bool, ...] = (False,)  # plain and/or optimized artifacts (`--optimize off|on|both`)
 
     def canonical(self) -> dict[str, Any]:
@@ -138,7 +138,7 @@ class SweepArgs:
         return hashlib.sha256(json.dumps(self.canonical(), sort_keys=True).encode()).hexdigest()[:8]
 
     def cells(self) -> list[Cell]:
-        from bench.why_plan import keep
+        from bench.why.plan import keep
         from export import FORMATS
         from export.quant import supports
 
