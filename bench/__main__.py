@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     _store_arg(im)
     im.add_argument("files", nargs="+", type=Path, metavar="FILE")
 
-    from bench import why_run
+    from bench.why import run as why_run
 
     why_run.add_parser(sub, ",".join(defaults.WHY_MODELS), defaults.WHY_RESOLUTIONS, _store_arg, DEFAULT_REPORTS,
                        DEFAULT_OUT)

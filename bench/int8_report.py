@@ -5,7 +5,7 @@
 
 Pure functions of the stored rows: an int8 cell's `quant` column holds its artifact's op-kind record (how many
 ops of each kind ran in int8 and how many stayed float, the int8 <-> float conversions) and its parity figures
-(bench/sweep.py `_quant`). The int8 runtime of a format is compared with the same format's fp32 runtime (for a
+(bench/sweep/rows.py `_quant`). The int8 runtime of a format is compared with the same format's fp32 runtime (for a
 converter that makes int8 only, the format's default fp32 converter). fp32 and int8 cells are timed in different
 group sessions, so a speed-up's interval resamples the rounds of each side independently (method "unpaired").
 The family sentence explains a difference in speed-up from the op histograms: the float op kinds and conversions

@@ -1,6 +1,6 @@
 """How a report and a sweep name things: a model with its overrides, a runtime, a resolution.
 
-One home for the labels, so bench/report.py and bench/sweep.py (and the CLI) agree without importing each other.
+One home for the labels, so bench/report.py and bench/sweep/ (and the CLI) agree without importing each other.
 """
 
 from __future__ import annotations

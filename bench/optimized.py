@@ -2,7 +2,7 @@
 both (`bench run --optimize both`: a cell's plain and optimized artifacts in the same interleaved rounds).
 
 Pure analysis and Markdown from the run's analysed rows (bench/analysis.py labels an optimized cell's runtime
-"<runtime> optimized", so its series, pairs and fits are computed like any runtime's) and bench/why.py's fits,
+"<runtime> optimized", so its series, pairs and fits are computed like any runtime's) and bench/why/'s fits,
 peaks and per-node costs. Per runtime and model: the latency of both artifacts and the optimized one's change,
 paired round by round (both met the same machine); the node counts of both graphs; the fixed cost and the share of
 the measured peak of both; and per subject / baseline pair the slowdown ratio and crossover as exported (both

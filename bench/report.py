@@ -19,8 +19,10 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import analysis, int8_report, optimized, plots, why_report, why_store, writers
+from bench import analysis, int8_report, optimized, plots, writers
 from bench.store import Store
+from bench.why import report as why_report
+from bench.why import store as why_store
 
 
 @dataclass(frozen=True)

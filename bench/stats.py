@@ -54,7 +54,7 @@ LEVEL = 0.95
 ROUND_CV_BOUND = 0.05  # per-round medians of a cell disagreeing more than this: unstable (docs/bench.md, "Rounds")
 WIDE_HALF_WIDTH = 0.05  # a ratio point whose 95% interval is wider than +-5% of the ratio is marked wide
 AGGREGATES = "aggregates"  # RatioPoint.method of a ratio of two printed aggregates (no samples, no interval)
-ADAPT_HALF_WIDTH = 0.03  # a group gets extra rounds while one of its intervals is wider than +-3% (bench/sweep.py)
+ADAPT_HALF_WIDTH = 0.03  # a group gets extra rounds while one of its intervals is wider than +-3% (bench/sweep/)
 
 
 @dataclass(frozen=True)

@@ -65,14 +65,14 @@ CELL_COLUMNS = {
     # benchmark_model); NULL or 1: samples_ms holds them (every measured cell)
     "raw_samples": "INTEGER",
     "source": "TEXT",  # JSON, imported cells: tool, variant, file, sha256 and the aggregates as the tool printed them
-    "quant": "TEXT",  # JSON, int8 cells: per op kind int8 / float, conversions, parity figures (bench/sweep.py _quant)
+    "quant": "TEXT",  # JSON, int8 cells: per op kind int8 / float, conversions, parity figures (bench/sweep/rows.py)
     "optimized": "INTEGER",  # 1: the `--optimize` artifact (export/optimize.py); NULL: the plain one
     "graph": "TEXT",  # JSON: the artifact's node counts, delegated ops, bytes (export/optimize.py graph_counts)
     "export_node": "TEXT", "timing_node": "TEXT",  # `--executor ray`: the Ray node ids; NULL: run on this machine
 }
 
 
-# One row per pass of a group (bench/sweep.py): the members' measurements of that pass, so a sweep killed between
+# One row per pass of a group (bench/sweep/timing.py): the members' measurements of that pass, so a sweep killed between
 # passes resumes with the passes not stored yet. The cells table gets the merged result when a group is finished.
 PASSES_DDL = ("CREATE TABLE IF NOT EXISTS passes (run_id TEXT NOT NULL, group_id TEXT NOT NULL, pass INTEGER NOT NULL, "
               "payload TEXT NOT NULL, PRIMARY KEY (run_id, group_id, pass))")

@@ -2,7 +2,7 @@
 
 A node holds a device when it was started with the custom resource `device:<name>` (docs/cluster.md):
 `ray start --address HEAD:6379 --resources '{"device:pixel8": 1}'`. `python -m devices list --executor ray` shows
-them; bench/ray_executor.py binds a device's timing to that resource. Ray is imported only when this is called.
+them; bench/sweep/executors/ray.py binds a device's timing to that resource. Ray is imported only when this is called.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ DEFAULT_PER_ROUND = 10  # 10 x 10 = the 100 timed iterations per cell users ask 
 # Untimed iterations before every chunk. Measured on this machine with --switch-warmup 0 (docs/bench.md, "Rounds"):
 # the first timed iteration after a switch is the cold one; from the third on a chunk is at its steady speed.
 DEFAULT_SWITCH_WARMUP = 2
-# A sweep spreads a group's rounds over passes over all groups (bench/sweep.py): 10 rounds = 5 passes of 2, so a
+# A sweep spreads a group's rounds over passes over all groups (bench/sweep/timing.py): 10 rounds = 5 passes of 2, so a
 # ratio's rounds sample the whole timing phase, not one window of seconds (docs/bench.md, "Rounds").
 DEFAULT_PASSES = 5
 

@@ -48,7 +48,7 @@ from models.errors import ToolkitError
 DEFAULT_WORKDIR = "~/.cache/mobile-deploy-toolkit"
 MIN_FREE_GB = 1.0  # `check` calls less free disk than this under workdir a problem
 # After this many transport failures in a row (the connection dropped, the board went away) a sweep stops trying
-# the device: bench/sweep.py reads it from the device.
+# the device: bench/sweep/timing.py reads it from the device.
 TRANSPORT_FAILURES_TO_GIVE_UP = 3
 EMULATED = "qemu-user: an emulated CPU, so its timings say nothing about any hardware's latency"
 

@@ -6,7 +6,7 @@ output for the attention models where the TorchScript exporter's file fails (TOO
 fp16 converts the fp32 graph with onnxruntime's float16 tool, keeping float32 inputs and outputs (keep_io_types) so
 callers feed the same arrays; onnxruntime's CPU provider runs it with casts where it lacks fp16 kernels.
 Execution mode: a manifest whose details say "session": {"execution_mode": "parallel"} (bench's mode "parallel": a
-copy of the manifest beside a link to the same file, bench/why_plan.py) loads with ORT_PARALLEL: `threads` inter-op
+copy of the manifest beside a link to the same file, bench/why/plan.py) loads with ORT_PARALLEL: `threads` inter-op
 threads run independent nodes at the same time, each node single-threaded; the default mode runs nodes one by one
 with `threads` intra-op threads.
 """

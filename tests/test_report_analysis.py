@@ -11,7 +11,8 @@ import json
 
 import pytest
 
-from bench import analysis, why_report, writers
+from bench import analysis, writers
+from bench.why import report as why_report
 
 SUBJECT = ("mobileformer_26m", "mobileformer")
 V3 = ("mobilenetv3_small_075", "mobilenetv3")
@@ -182,7 +183,7 @@ def test_rendered_answer_matches_the_report(tmp_path):
         store.add_cell(r)
     rendered = report.render_report(store, "r1", tmp_path / "reports")
     assert rendered.path == tmp_path / "reports" / "r1"
-    # a run without ablation cells gets no why section (bench/why_report.py FILES)
+    # a run without ablation cells gets no why section (bench/why/report.py FILES)
     assert {p.name for p in rendered.path.iterdir()} == report.REPORT_FILES - why_report.FILES - {"optimized.csv"}
     md = (rendered.path / "report.md").read_text()
     section = md.partition("## The answer")[2].split("\n## ", 1)[0]

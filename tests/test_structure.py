@@ -13,6 +13,11 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("models", "export", "devices", "bench")
 ORDER = {p: i for i, p in enumerate(PACKAGES)}
+# Function-level cycles inside devices/native/ (its __init__ and cross.py import each other), older than this check's
+# reach into subpackages (it saw top-level modules only until bench/sweep/ and bench/why/ became packages). Listed,
+# not ignored wholesale: any other cycle fails, and so does a new one there.
+KNOWN_CYCLES = {("devices.native", "devices.native.cross", "devices.native"),
+                ("devices.native", "devices.native.cross", "devices.wheels", "devices.native")}
 
 
 def _module_name(path: Path) -> str:
@@ -26,26 +31,37 @@ def _exists(mod: str) -> bool:
     return p.with_suffix(".py").exists() or (p / "__init__.py").exists()
 
 
+def _modules() -> list[tuple[str, Path]]:
+    """Every module of the four packages, their subpackages included (bench/sweep/, bench/why/, ...)."""
+    return [(_module_name(path), path) for pkg in PACKAGES for path in sorted((ROOT / pkg).rglob("*.py"))]
+
+
+def _from_module(node: ast.ImportFrom, mod: str, path: Path) -> str | None:
+    """The absolute module of `from X import ...` (a relative import resolved against the importing module)."""
+    if node.level == 0:
+        return node.module
+    package = mod.split(".") if path.name == "__init__.py" else mod.split(".")[:-1]
+    base = package[:len(package) - (node.level - 1)]
+    return ".".join(base + ([node.module] if node.module else [])) or None
+
+
 def import_graph() -> dict[str, set[str]]:
     """module -> the toolkit modules it imports, anywhere in its body (top level or inside functions)."""
     graph: dict[str, set[str]] = {}
-    for pkg in PACKAGES:
-        for path in sorted((ROOT / pkg).glob("*.py")):
-            mod = _module_name(path)
-            edges: set[str] = set()
-            for node in ast.walk(ast.parse(path.read_text())):
-                targets: list[str] = []
-                if isinstance(node, ast.Import):
-                    targets = [a.name for a in node.names]
-                elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                    targets = [f"{node.module}.{a.name}" if _exists(f"{node.module}.{a.name}") else node.module
-                               for a in node.names]
-                for t in targets:
-                    if t.split(".")[0] in PACKAGES and t != mod:
-                        while not _exists(t):
-                            t = t.rsplit(".", 1)[0]
-                        edges.add(t)
-            graph[mod] = edges
+    for mod, path in _modules():
+        edges: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            targets: list[str] = []
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and (src := _from_module(node, mod, path)):
+                targets = [f"{src}.{a.name}" if _exists(f"{src}.{a.name}") else src for a in node.names]
+            for t in targets:
+                if t.split(".")[0] in PACKAGES and t != mod:
+                    while not _exists(t):
+                        t = t.rsplit(".", 1)[0]
+                    edges.add(t)
+        graph[mod] = edges
     return graph
 
 
@@ -76,7 +92,33 @@ def test_no_import_cycles():
         if not state.get(m):
             visit(m)
     # a package's __init__ re-exporting its own submodules is not a cycle unless a submodule imports it back
+    cycles = [c for c in cycles if tuple(c) not in KNOWN_CYCLES]
     assert not cycles, "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)
+
+
+def test_modules_started_by_name_exist():
+    """Every toolkit module a process is started with by its dotted name (`Worker("bench.export_worker")`,
+    `[python, "-m", "devices.ios_bench"]`) is a module that runs: a file with a `__main__` block, or a package with a
+    __main__.py. (A module moved into a package must be renamed there too.)"""
+    named: set[tuple[str, str]] = set()
+    for mod, path in _modules():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", "")) == "Worker" \
+                    and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str):
+                named.add((node.args[0].value, mod))
+            if isinstance(node, ast.List):
+                items = [e.value if isinstance(e, ast.Constant) else None for e in node.elts]
+                named |= {(b, mod) for a, b in zip(items, items[1:]) if a == "-m" and isinstance(b, str)
+                          and b.split(".")[0] in PACKAGES}
+    assert {"bench.export_worker", "bench.why.worker", "devices.worker"} <= {n for n, _ in named}, named
+    bad = []
+    for name, mod in sorted(named):
+        p = ROOT.joinpath(*name.split("."))
+        runs = (p / "__main__.py").exists() or (p.with_suffix(".py").exists()
+                                                and "__name__ == \"__main__\"" in p.with_suffix(".py").read_text())
+        if not runs:
+            bad.append(f"{mod} starts {name}")
+    assert not bad, f"processes started by the name of a module that does not run: {bad}"
 
 
 def test_family_names_live_in_models_only():

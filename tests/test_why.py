@@ -14,8 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench import analysis, fit, why, why_plan, why_report
+from bench import analysis, fit, why
 from bench.stats import CellSamples, round_statistic
+from bench.why import plan as why_plan
+from bench.why import report as why_report
 
 ROOT = Path(__file__).resolve().parent.parent
 DRIFT = [0.9, 1.0, 1.1, 1.0, 1.0, 1.2, 0.95, 1.0]  # median 1.0
@@ -216,7 +218,8 @@ def test_the_why_plan():
     assert why_plan.ablation_models(M) == [{}, {"dyrelu": False}, {"bridge": False}, {"tokens": 1},
                                            {"tokens": 3}, {"dyrelu_token": "input"}]
     assert why_plan.ablation_models("mobilenetv3_large_100") == [{}]
-    from bench import sweep, why_run
+    from bench import sweep
+    from bench.why import run as why_run
 
     labels = why_run.expand_models(f"{M},mobilenetv3_large_100").split(",")
     PROBES = ("roofline_gemm512", "nodechain_250", "nodechain_500")  # the peak and the per-node cost probes
@@ -270,7 +273,7 @@ def test_the_executorch_profile_adds_up_to_method_execute_and_says_what_it_canno
     """ETDump of a real .pte (the one tests/test_native.py times): operator kinds plus the delegate's uncovered
     time add up to Method::execute, and the note says why no module mapping is possible."""
     import export
-    from bench import why_worker
+    from bench.why import worker as why_worker
 
     art = export.export("mobileformer_26m", "executorch", (96, 128), out=export_root)
     p = why_worker.profile_executorch(str(art.dir), 1)

@@ -1,7 +1,7 @@
 """The Ray executor of a sweep (`bench run --executor ray [--ray-address ADDR]`, docs/cluster.md).
 
-The sweep's plan, run identity, resume, pass schedule and store are bench/sweep.py's, unchanged: this module only
-replaces where the two kinds of work run.
+The sweep's plan, run identity, resume, pass schedule and store are bench/sweep/'s, unchanged: this module only
+replaces where the two kinds of work run (the executor interface: bench/sweep/executors/__init__.py).
 
 - Exports are Ray tasks (one CPU each) that any node may run. A task runs one (model, resolution) group of cells in
   a fresh export worker process on its node (bench/export_worker.py, so a converter that crashes still costs one
@@ -12,21 +12,23 @@ replaces where the two kinds of work run.
   the cluster, so two groups never time at once on a device. The actor takes the device's lock on its node and, for
   the host, this machine's timing cores while it times (export/hostlock.py).
 - The driver alone writes the SQLite store, pass by pass: `RayDevice` stands in for the device in the sweep's
-  timing loop (bench/sweep.time_cells), so resume, `--retry-failed` and the report do not change.
+  timing loop (bench/sweep/timing.time_cells), so resume, `--retry-failed` and the report do not change.
 
 A node that dies while it times fails that group's cells with stage `transport` naming the node; the sweep then
 stops trying the device (the rest of its cells stay unstored) and the same command with `--retry-failed` completes
 the run once the node is back, resuming from the passes already stored.
 
-Ray is imported only here, and only when `--executor ray` is chosen.
+Ray is imported only inside the functions here, and this module only when `--executor ray` is chosen.
 """
 
 from __future__ import annotations
 
 import contextlib
 import socket
+from collections.abc import Iterator
 from typing import Any
 
+from bench.sweep.exports import export_groups, export_request, take_export
 from devices.cluster import connect, offered, resource
 from devices.subproc import Worker, WorkerError, one_line
 from models.errors import ToolkitError
@@ -54,12 +56,10 @@ def _export_task(requests: list[dict[str, Any]], timeout: float) -> dict[str, An
     return {"node": node, "replies": replies}
 
 
-def export_cells(work: Any, runnable: list[Any], exporters: list[Worker], progress: Any, *,
-                 steps: tuple[Any, Any, Any]) -> tuple[dict[str, tuple[str, dict]], dict[tuple, tuple[int, int]]]:
-    """bench/sweep.export_cells over the cluster: a Ray task per (model, resolution) group; the replies are taken
-    (and failures stored) by the driver as they come back, exactly as the local export phase does. `steps` are
-    the sweep's own (export_groups, export_request, take_export), passed in so data flows one way."""
-    export_groups, export_request, take_export = steps
+def export_cells(work: Any, runnable: list[Any], exporters: list[Worker],
+                 progress: Any) -> tuple[dict[str, tuple[str, dict]], dict[tuple, tuple[int, int]]]:
+    """The local executor's export_cells over the cluster: a Ray task per (model, resolution) group; the replies are
+    taken (and failures stored) by the driver as they come back, with the same steps (bench/sweep/exports.py)."""
     ray = connect(work.opts.ray_address)
     sizes: dict[tuple, tuple[int, int]] = {}
     artifacts: dict[str, tuple[str, dict]] = {}
@@ -89,6 +89,17 @@ def export_cells(work: Any, runnable: list[Any], exporters: list[Worker], progre
 
 
 # --------------------------------------------------------------------------------------------- timing
+@contextlib.contextmanager
+def hold(device: Any, opts: Any, say: Any) -> Iterator[tuple[Any, Any]]:
+    """The device timed through the cluster: its timing actor holds the device's lock on the node it is attached
+    to; the actor is stopped and the cluster left at the end."""
+    remote = RayDevice(device, opts, say=say)
+    try:
+        yield remote, NodeLock(remote)
+    finally:
+        remote.disconnect()
+
+
 class _DeviceActor:
     """Runs on the node that holds `device:<name>`: the device object, its lock on that node, its timed groups."""
 

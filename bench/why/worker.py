@@ -1,4 +1,4 @@
-"""The profiling process of `bench why` (`python -m bench.why_worker`, one per thread count, pinned like the timing
+"""The profiling process of `bench why` (`python -m bench.why.worker`, one per thread count, pinned like the timing
 worker): one profiled pass per cell, after the timed loop, so profiling never touches the timed samples.
 
   onnxruntime  its per-node profile (bench/profile.py), nodes mapped to the family's components;

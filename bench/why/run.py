@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import models
-from bench import sweep, why_plan, why_store
+from bench import sweep
+from bench.why import plan as why_plan
+from bench.why import store as why_store
 from models.errors import ToolkitError
 from models.escape import escape
 
@@ -100,7 +102,7 @@ def profile_pass(store, run_id: str, device: Any, say) -> int:
             env = {"OMP_NUM_THREADS": str(threads), "TOOLKIT_THREADS": str(threads), "TF_CPP_MIN_LOG_LEVEL": "2",
                    "TOOLKIT_PIN": "1" if getattr(device, "pin", True) else "0",
                    "TOOLKIT_CPUS": ",".join(map(str, getattr(device, "cpus", None) or []))}
-            worker = Worker("bench.why_worker", env=env, label="profile worker")
+            worker = Worker("bench.why.worker", env=env, label="profile worker")
             try:
                 for c in (c for c in todo if c["threads"] == threads):
                     req = {"format": c["format"], "artifact": c["artifact"], "threads": threads, "model": c["model"],
@@ -110,7 +112,7 @@ def profile_pass(store, run_id: str, device: Any, say) -> int:
                         reply = worker.call(req, PROFILE_TIMEOUT)
                     except WorkerError as exc:
                         say(f"  profile failed  {c['model']} {c['format']} {c['height']}: {exc}")
-                        worker = Worker("bench.why_worker", env=env, label="profile worker")
+                        worker = Worker("bench.why.worker", env=env, label="profile worker")
                         continue
                     if not reply.get("ok"):
                         say(f"  profile failed  {c['model']} {c['format']} {c['height']}: {reply.get('error')}")

@@ -1,6 +1,6 @@
 """The report section "Why <subject> slows down on small images": why.csv, fit.csv, its plots and its Markdown,
 written beside a run's report (bench/report.py calls `write`; a run without ablation cells gets nothing). Every
-sentence comes from bench/why.py, which computes it from the run's numbers."""
+sentence comes from bench/why/sentences.py, which computes it from the run's numbers (bench/why/analysis.py)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from bench import nodecost
-from bench import why as W
 from bench.analysis import Analysis
+from bench.why import sentences as W
+from bench.why.analysis import AGREEMENT_BOUND, Why, analyse_why
 from bench.writers import md_table
 from models.escape import escape
 
@@ -27,7 +28,7 @@ def _r(v: Any) -> Any:
     return round(v, 6) if isinstance(v, float) else ("" if v is None else v)
 
 
-def write_csvs(w: W.Why, directory: Path) -> None:
+def write_csvs(w: Why, directory: Path) -> None:
     with open(directory / "why.csv", "w", newline="") as f:
         out = csv.writer(f)
         out.writerow(WHY_COLUMNS)
@@ -64,7 +65,7 @@ def _axes(ax, title: str, xlabel: str, ylabel: str) -> None:
     ax.legend(fontsize=7)
 
 
-def _plots(w: W.Why, directory: Path) -> list[str]:
+def _plots(w: Why, directory: Path) -> list[str]:
     import numpy as np
 
     made: list[str] = []
@@ -141,7 +142,7 @@ def _plots(w: W.Why, directory: Path) -> list[str]:
 
 
 def _md(sentence: str) -> str:
-    """A sentence of bench/why.py (plain text naming stored labels) as Markdown text."""
+    """A sentence of bench/why/sentences.py (plain text naming stored labels) as Markdown text."""
     return escape(sentence, "markdown")
 
 
@@ -149,7 +150,7 @@ def _f(v: float | None, fmt: str = ".2f") -> str:
     return "" if v is None else format(v, fmt)
 
 
-def markdown(a: Analysis, w: W.Why, plots: list[str], formats: list[str], versions: dict[str, str]) -> str:
+def markdown(a: Analysis, w: Why, plots: list[str], formats: list[str], versions: dict[str, str]) -> str:
     if w.empty:
         return ""
     lines = [f"## Why {a.subject} slows down on small images", ""]
@@ -217,7 +218,7 @@ def markdown(a: Analysis, w: W.Why, plots: list[str], formats: list[str], versio
                  ("yes" if c["ok"] else "no") + ("" if c.get("ok_plain") is None else
                                                  " / " + ("yes" if c["ok_plain"] else "no"))]
                 for c in sorted(w.closure, key=lambda c: (c["runtime"], c["height"] * c["width"], c["model"]))]
-        bound = f"within {W.AGREEMENT_BOUND:.0%} (timed / same moment)"
+        bound = f"within {AGREEMENT_BOUND:.0%} (timed / same moment)"
         lines += [""] + md_table(["model", "runtime", "res", "profiler", "components sum ms", "timed median ms",
                                   "unprofiled ms (same moment)", bound], rows)
     if w.agreement:
@@ -247,7 +248,7 @@ def _whatif_text(model_label: str) -> str:
 
 def write(a: Analysis, profiles: dict[str, dict[str, Any]], directory: Path) -> str:
     """why.csv, fit.csv and the plots into `directory`; returns the section's Markdown ("" without ablations)."""
-    w = W.analyse_why(a, profiles)
+    w = analyse_why(a, profiles)
     if w.empty:
         return ""
     write_csvs(w, directory)

@@ -1,6 +1,6 @@
 """Which cells `bench why` times, and how a cell's runtime mode reaches the runtime. Pure of timing; no torch.
 
-The why sweep is one ordinary sweep (bench/sweep.py) whose model list holds the subject's ablations beside the full
+The why sweep is one ordinary sweep (bench/sweep/) whose model list holds the subject's ablations beside the full
 model, so every cell that is differenced sits in the same interleaved group as the cells it is differenced with
 (group_key: device, runtime, precision, threads, resolution). Its plan ("why:<threads>") keeps of the product:
   * every model at the asked thread count(s), in each runtime's default mode (the ablations, baselines, the probe);
